@@ -1,0 +1,44 @@
+"""The Celery app's configuration, in one place: the API sends with it, workers run with it."""
+
+from celery import Celery
+from kombu import Queue
+
+from shared.limits import LIMITS
+
+RUN_TASK = "gradtrace.run_experiment"
+QUEUES = ("cpu", "gpu")
+
+# The longest run the cost bound admits, with room: a CPU does well over 2e9
+# multiply-accumulates a second forward and backward, so LIMITS.cost is under an hour.
+HARD_TIME_LIMIT = 4 * 3600
+SOFT_TIME_LIMIT = HARD_TIME_LIMIT - 60
+# Above the longest allowed run, or Redis would hand a running task to a second worker.
+VISIBILITY_TIMEOUT = HARD_TIME_LIMIT + 3600
+
+assert LIMITS.cost / 2e9 < SOFT_TIME_LIMIT
+
+
+def make_celery(redis_url: str) -> Celery:
+    """A Celery app on the given Redis, with the delivery settings of DESIGN.md."""
+    app = Celery("gradtrace", broker=redis_url, set_as_current=False)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,
+        result_backend=None,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_time_limit=HARD_TIME_LIMIT,
+        task_soft_time_limit=SOFT_TIME_LIMIT,
+        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
+        broker_connection_retry_on_startup=True,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        worker_send_task_events=False,
+        worker_hijack_root_logger=False,
+        task_queues=[Queue(name) for name in QUEUES],
+        task_default_queue="cpu",
+        task_create_missing_queues=False,
+    )
+    return app

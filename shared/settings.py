@@ -1,0 +1,31 @@
+"""Settings from the environment. Only entry points (app factory, CLI, worker main) build one."""
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    return Path(os.path.expanduser("~/.local/share/gradtrace"))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GRADTRACE_", extra="ignore")
+
+    # REDIS_URL, unprefixed as API.md names it: the one setting of a real deployment.
+    redis_url: str | None = Field(None, validation_alias="REDIS_URL")
+    data_dir: Path = Field(default_factory=default_data_dir)
+    url: str = "http://127.0.0.1:8000"
+    max_body_bytes: int = 1024 * 1024
+    # Seconds between trace flushes to Redis (also the live-progress period).
+    flush_seconds: float = 0.5
+    # Torch threads per worker process; 0 = cores / processes on this host.
+    torch_threads: int = 0
+    # Seconds a worker's claim on an experiment lives without renewal.
+    lease_seconds: float = 30.0
+    # A run that kills its worker this many times ends `failed`.
+    max_attempts: int = 3
+    # Seconds Redis answers must come within before the API says 503.
+    redis_timeout: float = 2.0

@@ -1,0 +1,174 @@
+"""The experiment spec of API.md: one pydantic model, every default, every bound."""
+
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
+
+from shared.limits import LIMITS
+
+Arch = Literal["mlp", "cnn", "rnn"]
+Activation = Literal[
+    "relu", "leaky_relu", "sigmoid", "tanh", "gelu", "silu", "elu", "selu", "softplus", "linear"
+]
+Init = Literal[
+    "default",
+    "xavier_uniform",
+    "xavier_normal",
+    "kaiming_uniform",
+    "kaiming_normal",
+    "lecun_normal",
+    "orthogonal",
+    "normal",
+]
+Norm = Literal["none", "batchnorm", "layernorm"]
+Dataset = Literal["spirals", "digits", "adding", "random"]
+Optimizer = Literal["sgd", "momentum", "adam"]
+Device = Literal["auto", "cpu", "cuda"]
+Cell = Literal["rnn", "lstm", "gru"]
+
+ALIASES = {
+    "activation": {"swish": "silu"},
+    "init": {"he_uniform": "kaiming_uniform", "he_normal": "kaiming_normal"},
+}
+DEFAULT_DATASET = {"mlp": "spirals", "cnn": "digits", "rnn": "adding"}
+# The architectures whose worker side exists; the others answer 422.
+SUPPORTED_ARCHS = ("mlp",)
+DATASETS_BY_ARCH = {"mlp": ("spirals", "digits", "random")}
+
+# (input features, classes) of each dataset for the MLP; `random` is width-wide.
+DATASET_SHAPES = {"spirals": (2, 2), "digits": (64, 10)}
+RANDOM_CLASSES = 10
+
+
+class SpecError(ValueError):
+    """A spec error that names the field it is about, for the error's `loc`."""
+
+    def __init__(self, loc: str, message: str):
+        super().__init__(message)
+        self.loc = loc
+
+
+def _alias(field: str):
+    def resolve(value):
+        return ALIASES[field].get(value, value) if isinstance(value, str) else value
+
+    return BeforeValidator(resolve)
+
+
+# Finite, positive and not absurd: a learning rate of 1e300 is a typo, not an experiment.
+PositiveFloat = Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)]
+
+
+class Clipping(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    mode: Literal["norm", "value"]
+    threshold: PositiveFloat
+
+
+class ExperimentSpec(BaseModel):
+    """What to train and how; frozen so that a spec, once validated, is what runs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    arch: Arch = "mlp"
+    depth: int = Field(8, ge=1, le=LIMITS.depth)
+    width: int = Field(64, ge=1, le=LIMITS.width)
+    activation: Annotated[Activation, _alias("activation")] = "relu"
+    init: Annotated[Init, _alias("init")] = "default"
+    init_std: PositiveFloat = 0.01
+    clipping: Clipping | None = None
+    norm: Norm = "none"
+    residual: bool = False
+    dataset: Dataset = "spirals"
+    optimizer: Optimizer = "sgd"
+    lr: PositiveFloat = 0.05
+    batch_size: int = Field(64, ge=1, le=LIMITS.batch_size)
+    steps: int = Field(300, ge=1, le=LIMITS.steps)
+    seed: int = Field(0, ge=-(2**63), le=2**63 - 1)
+    trace_every: int = Field(1, ge=1, le=LIMITS.steps)
+    device: Device = "auto"
+    name: str | None = Field(None, max_length=LIMITS.name_length)
+    cell: Cell = "rnn"
+    seq_len: int = Field(20, ge=2, le=LIMITS.seq_len)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_dataset(cls, data):
+        # The dataset's default depends on the arch, so it is filled in here.
+        if isinstance(data, dict) and data.get("dataset") is None:
+            arch = data.get("arch", "mlp")
+            if arch in DEFAULT_DATASET:
+                data = {**data, "dataset": DEFAULT_DATASET[arch]}
+        return data
+
+    @model_validator(mode="after")
+    def _check_combination(self) -> "ExperimentSpec":
+        if self.arch not in SUPPORTED_ARCHS:
+            raise SpecError(
+                "arch",
+                f"arch {self.arch!r} is not available yet: this service runs {', '.join(SUPPORTED_ARCHS)}"
+            )
+        allowed = DATASETS_BY_ARCH[self.arch]
+        if self.dataset not in allowed:
+            raise SpecError(
+                "dataset",
+                f"dataset {self.dataset!r} does not fit arch {self.arch!r}: use one of {', '.join(allowed)}"
+            )
+        over = cost(self)
+        if over > LIMITS.cost:
+            raise SpecError(
+                "cost",
+                f"cost {over:.3g} multiply-accumulates is over the limit of {LIMITS.cost:.3g}: "
+                "lower depth, width, batch_size or steps"
+            )
+        values = trace_values(self)
+        if values > LIMITS.trace_values:
+            raise SpecError(
+                "trace_every",
+                f"trace of {values:,} values is over the limit of {LIMITS.trace_values:,}: "
+                "raise trace_every or lower steps or depth"
+            )
+        return self
+
+    def dims(self) -> tuple[int, int]:
+        """Input features and number of classes of the spec's dataset."""
+        if self.dataset == "random":
+            return self.width, RANDOM_CLASSES
+        return DATASET_SHAPES[self.dataset]
+
+    def layer_count(self) -> int:
+        """Weighted layers that the trace has: every hidden block plus the output layer."""
+        return self.depth + 1
+
+    def traced_steps(self) -> list[int]:
+        """The optimizer steps that get a trace row: every k-th, plus the last."""
+        steps = list(range(0, self.steps, self.trace_every))
+        if steps[-1] != self.steps - 1:
+            steps.append(self.steps - 1)
+        return steps
+
+    def queue(self) -> str:
+        """The Celery queue that runs this spec: `cuda` specs need a GPU node."""
+        return "gpu" if self.device == "cuda" else "cpu"
+
+
+def cost(spec: ExperimentSpec) -> float:
+    """Multiply-accumulates of the weighted layers' forward passes, summed over the run."""
+    inputs, classes = spec.dims()
+    per_example = inputs * spec.width + (spec.depth - 1) * spec.width**2 + spec.width * classes
+    return float(per_example) * spec.batch_size * spec.steps
+
+
+def trace_values(spec: ExperimentSpec) -> int:
+    """How many per-layer values the full trace of the spec holds."""
+    from shared.traces import LAYER_METRICS
+
+    rows = -(-spec.steps // spec.trace_every) + 1
+    return rows * spec.layer_count() * len(LAYER_METRICS)

@@ -1,0 +1,309 @@
+"""The Redis store: the one module that knows key names.
+
+The experiment record (a hash) is the source of truth, not the Celery message.
+A worker writes only while it holds the experiment's lease: claim, chunk
+writes, heartbeats and the finish are Lua scripts fenced by the lease token, so
+a trace never mixes two attempts and a worker that lost its claim writes nothing.
+"""
+
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from redis import Redis
+
+from shared.traces import ALL_METRICS, TraceChunk, from_bytes
+
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+FINISHED = ("succeeded", "failed", "cancelled")
+JSON_FIELDS = ("spec", "summary", "error", "layers")
+
+
+class ExperimentNotFound(Exception):
+    pass
+
+
+class StatusConflict(Exception):
+    pass
+
+
+def exp_key(experiment_id: str) -> str:
+    return f"gradtrace:exp:{experiment_id}"
+
+
+def lease_key(experiment_id: str) -> str:
+    return f"gradtrace:lease:{experiment_id}"
+
+
+def trace_key(experiment_id: str, metric: str) -> str:
+    return f"gradtrace:trace:{experiment_id}:{metric}"
+
+
+def index_key(tenant: str) -> str:
+    return f"gradtrace:index:{tenant}"
+
+
+SEQ_KEY = "gradtrace:seq"
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _trace_keys(experiment_id: str) -> list[str]:
+    return [trace_key(experiment_id, metric) for metric in ALL_METRICS]
+
+
+# KEYS: record, lease, trace keys...  ARGV: token, lease ms, max attempts, now
+_CLAIM = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return {'missing'} end
+if status == 'succeeded' or status == 'failed' or status == 'cancelled' then return {'finished'} end
+if redis.call('HGET', KEYS[1], 'cancel') == '1' then
+  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[4])
+  return {'cancelled'}
+end
+if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'busy'} end
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+if attempts > tonumber(ARGV[3]) then
+  redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_at', ARGV[4], 'error',
+    cjson.encode({message = 'the run ended its worker ' .. ARGV[3] .. ' times; not retried again'}))
+  redis.call('DEL', KEYS[2])
+  return {'exhausted'}
+end
+for i = 3, #KEYS do redis.call('DEL', KEYS[i]) end
+redis.call('HDEL', KEYS[1], 'summary', 'error', 'finished_at', 'layers')
+redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[4], 'step', 0, 'rows', 0)
+return {'claimed', attempts}
+"""
+
+# KEYS: record, lease, metric keys...  ARGV: token, rows, step, blobs...
+# Returns -1 when the lease is lost, 1 when a cancel was asked for, else 0.
+_APPEND = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
+for i = 3, #KEYS do redis.call('APPEND', KEYS[i], ARGV[i + 1]) end
+redis.call('HINCRBY', KEYS[1], 'rows', ARGV[2])
+redis.call('HSET', KEYS[1], 'step', ARGV[3])
+if redis.call('HGET', KEYS[1], 'cancel') == '1' then return 1 end
+return 0
+"""
+
+# KEYS: record, lease.  ARGV: token, then field/value pairs to set.
+_UPDATE = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
+if #ARGV > 1 then redis.call('HSET', KEYS[1], unpack(ARGV, 2)) end
+return 0
+"""
+
+# KEYS: lease.  ARGV: token, lease ms.
+_RENEW = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+"""
+
+# KEYS: record, lease, trace keys...  ARGV: token, then field/value pairs to set.
+# Rewrites each trace string so that it holds no APPEND slack, then lets go of the lease.
+_FINISH = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+for i = 3, #KEYS do
+  local value = redis.call('GET', KEYS[i])
+  if value then redis.call('SET', KEYS[i], value) end
+end
+redis.call('DEL', KEYS[2])
+return 0
+"""
+
+# KEYS: record.  ARGV: now.
+_CANCEL = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 'missing' end
+if status == 'queued' then
+  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1], 'cancel', 1)
+  return 'cancelled'
+end
+if status == 'running' then
+  redis.call('HSET', KEYS[1], 'cancel', 1)
+  return 'cancelling'
+end
+return status
+"""
+
+
+class Store:
+    """Experiments, their leases and their traces in one Redis."""
+
+    def __init__(self, redis: Redis):
+        self.redis = redis
+        self._claim = redis.register_script(_CLAIM)
+        self._append = redis.register_script(_APPEND)
+        self._update = redis.register_script(_UPDATE)
+        self._renew = redis.register_script(_RENEW)
+        self._finish = redis.register_script(_FINISH)
+        self._cancel = redis.register_script(_CANCEL)
+
+    # --- the API's side -------------------------------------------------------
+
+    def create(self, experiment_id: str, spec: dict, *, tenant: str = "", queue: str = "cpu") -> dict:
+        """Write a new queued experiment and index it, newest last."""
+        seq = self.redis.incr(SEQ_KEY)
+        record = {
+            "id": experiment_id,
+            "status": "queued",
+            "spec": json.dumps(spec),
+            "created_at": now_iso(),
+            "seq": seq,
+            "tenant": tenant,
+            "queue": queue,
+            "step": 0,
+            "steps": spec["steps"],
+            "rows": 0,
+            "attempts": 0,
+        }
+        with self.redis.pipeline() as pipe:
+            pipe.hset(exp_key(experiment_id), mapping=record)
+            pipe.zadd(index_key(tenant), {experiment_id: seq})
+            pipe.execute()
+        return self.get(experiment_id, tenant=tenant)
+
+    def get(self, experiment_id: str, *, tenant: str | None = None) -> dict:
+        """The record as a dict; ExperimentNotFound for an unknown id or another tenant's."""
+        raw = self.redis.hgetall(exp_key(experiment_id))
+        if not raw or (tenant is not None and raw.get(b"tenant", b"").decode() != tenant):
+            raise ExperimentNotFound(f"no experiment {experiment_id}")
+        return _decode(raw)
+
+    def list_experiments(
+        self,
+        *,
+        tenant: str = "",
+        status: str | None = None,
+        limit: int = 50,
+        cursor: int | None = None,
+    ) -> tuple[list[dict], int | None]:
+        """Records newest first, optionally of one status; the cursor continues after the last."""
+        found: list[dict] = []
+        upper = "+inf" if cursor is None else f"({cursor}"
+        page = max(limit * 2, 100)
+        while True:
+            batch = self.redis.zrevrangebyscore(
+                index_key(tenant), upper, "-inf", start=0, num=page, withscores=True
+            )
+            if not batch:
+                return found, None
+            with self.redis.pipeline(transaction=False) as pipe:
+                for member, _ in batch:
+                    pipe.hgetall(exp_key(member.decode()))
+                raws = pipe.execute()
+            for (member, score), raw in zip(batch, raws):
+                if not raw:
+                    continue
+                record = _decode(raw)
+                if status is None or record["status"] == status:
+                    found.append(record)
+                    if len(found) == limit:
+                        return found, int(score)
+            if len(batch) < page:
+                return found, None
+            upper = f"({int(batch[-1][1])}"
+
+    def request_cancel(self, experiment_id: str, *, tenant: str | None = None) -> str:
+        """Cancel a queued run at once, or flag a running one; StatusConflict once it has ended."""
+        self.get(experiment_id, tenant=tenant)
+        outcome = self._cancel(keys=[exp_key(experiment_id)], args=[now_iso()]).decode()
+        if outcome == "missing":
+            raise ExperimentNotFound(f"no experiment {experiment_id}")
+        if outcome not in ("cancelled", "cancelling"):
+            raise StatusConflict(f"experiment {experiment_id} is {outcome}: nothing to cancel")
+        return outcome
+
+    def delete(self, experiment_id: str, *, tenant: str | None = None) -> None:
+        """Remove the record, its traces and its lease; a running worker stops at its next write."""
+        record = self.get(experiment_id, tenant=tenant)
+        with self.redis.pipeline() as pipe:
+            pipe.delete(exp_key(experiment_id), lease_key(experiment_id), *_trace_keys(experiment_id))
+            pipe.zrem(index_key(record["tenant"]), experiment_id)
+            pipe.execute()
+
+    def read_traces(
+        self, experiment_id: str, metrics: Iterable[str] = ALL_METRICS, *, tenant: str | None = None
+    ) -> tuple[list[dict], dict[str, Any]]:
+        """The layers and the traced arrays so far, read in one transaction so rows agree."""
+        self.get(experiment_id, tenant=tenant)
+        metrics = list(dict.fromkeys(["step", *metrics]))
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hmget(exp_key(experiment_id), "layers", "rows")
+            for metric in metrics:
+                pipe.get(trace_key(experiment_id, metric))
+            (layers_raw, rows_raw), *blobs = pipe.execute()
+        layers = json.loads(layers_raw) if layers_raw else []
+        rows = int(rows_raw or 0)
+        arrays = {}
+        for metric, blob in zip(metrics, blobs):
+            array = from_bytes(metric, blob or b"", len(layers))
+            arrays[metric] = array[:rows]
+        return layers, arrays
+
+    # --- the worker's side ----------------------------------------------------
+
+    def claim(self, experiment_id: str, token: str, *, lease_seconds: float, max_attempts: int) -> tuple[str, int]:
+        """Take the lease and start a fresh attempt: ('claimed', attempt) or why not."""
+        outcome = self._claim(
+            keys=[exp_key(experiment_id), lease_key(experiment_id), *_trace_keys(experiment_id)],
+            args=[token, int(lease_seconds * 1000), max_attempts, now_iso()],
+        )
+        return outcome[0].decode(), int(outcome[1]) if len(outcome) > 1 else 0
+
+    def update(self, experiment_id: str, token: str, **fields: Any) -> bool:
+        """Set record fields while holding the lease; False if the lease is gone."""
+        args = [token]
+        for name, value in fields.items():
+            args += [name, _encode(name, value)]
+        return self._update(keys=[exp_key(experiment_id), lease_key(experiment_id)], args=args) == 0
+
+    def renew(self, experiment_id: str, token: str, *, lease_seconds: float) -> bool:
+        """Extend the lease; False if another attempt or a delete took it away."""
+        return bool(self._renew(keys=[lease_key(experiment_id)], args=[token, int(lease_seconds * 1000)]))
+
+    def append_chunk(self, experiment_id: str, token: str, chunk: TraceChunk, step: int) -> int:
+        """Append the chunk's rows and set progress: -1 lease lost, 1 cancel asked, 0 go on."""
+        blobs = chunk.to_bytes()
+        names = list(blobs)
+        return int(
+            self._append(
+                keys=[exp_key(experiment_id), lease_key(experiment_id)]
+                + [trace_key(experiment_id, name) for name in names],
+                args=[token, chunk.rows, step, *(blobs[name] for name in names)],
+            )
+        )
+
+    def finish(self, experiment_id: str, token: str, status: str, **fields: Any) -> bool:
+        """End the attempt with its outcome, compact the trace and release the lease."""
+        args = [token, "status", status, "finished_at", now_iso()]
+        for name, value in fields.items():
+            args += [name, _encode(name, value)]
+        keys = [exp_key(experiment_id), lease_key(experiment_id), *_trace_keys(experiment_id)]
+        return self._finish(keys=keys, args=args) == 0
+
+
+def _encode(name: str, value: Any) -> str | int | float:
+    if name in JSON_FIELDS or isinstance(value, (dict, list)) or value is None:
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
+def _decode(raw: dict[bytes, bytes]) -> dict:
+    record: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = key.decode()
+        text = value.decode()
+        if name in JSON_FIELDS:
+            record[name] = json.loads(text)
+        elif name in ("seq", "step", "steps", "rows", "attempts"):
+            record[name] = int(text)
+        else:
+            record[name] = text
+    return record
