@@ -1,0 +1,60 @@
+"""`gradtrace worker`: one Celery worker node, its concurrency and torch threads chosen for the host."""
+
+import argparse
+import os
+import socket
+
+from shared.celery_app import QUEUES, make_celery
+from shared.settings import Settings
+
+
+def default_concurrency(queues: list[str]) -> int:
+    """One process per GPU on a GPU node, else one per core: small models scale by processes."""
+    if queues == ["gpu"]:
+        return max(1, _gpu_count())
+    return os.cpu_count() or 1
+
+
+def _gpu_count() -> int:
+    # Counted without initializing CUDA in this parent: the pool forks after this.
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip()])
+    try:
+        return len([n for n in os.listdir("/proc/driver/nvidia/gpus")])
+    except OSError:
+        return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="gradtrace worker", description=__doc__)
+    parser.add_argument("--concurrency", type=int, default=0, help="pool processes (default: cores, or GPUs)")
+    parser.add_argument("--queues", default="cpu", help="comma-separated: cpu, gpu")
+    parser.add_argument("--loglevel", default="INFO")
+    args = parser.parse_args(argv)
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+    unknown = sorted(set(queues) - set(QUEUES))
+    if unknown or not queues:
+        parser.error(f"--queues: unknown queue(s) {', '.join(unknown) or '(none)'}; use cpu, gpu")
+    settings = Settings()
+    if not settings.redis_url:
+        parser.error("REDIS_URL is not set (gradtrace serve sets it for its own workers)")
+    concurrency = args.concurrency or default_concurrency(queues)
+    threads = settings.torch_threads or max(1, (os.cpu_count() or 1) // concurrency)
+    os.environ["GRADTRACE_TORCH_THREADS"] = str(threads)
+    # The parent does no torch work; keep OpenMP from sizing itself to the whole machine.
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+
+    import worker.tasks  # noqa: F401  (registers the task)
+
+    app = make_celery(settings.redis_url)
+    app.worker_main([
+        "worker",
+        f"--loglevel={args.loglevel}",
+        f"--concurrency={concurrency}",
+        f"--queues={','.join(queues)}",
+        "--pool=prefork",
+        f"--hostname=gradtrace-{'-'.join(queues)}-{os.getpid()}@{socket.gethostname()}",
+        "--without-gossip",
+        "--without-mingle",
+    ])

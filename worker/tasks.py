@@ -1,0 +1,38 @@
+"""The Celery task: thin like a view. The work is in worker/runner.py."""
+
+import os
+from functools import cache
+
+import redis
+from celery import shared_task
+from celery.signals import worker_process_init
+
+from shared.celery_app import RUN_TASK
+from shared.settings import Settings
+from shared.store import Store
+from worker import runner
+
+
+@cache
+def _context() -> tuple[Store, Settings]:
+    """This pool process's own Redis connection and settings (never shared across a fork)."""
+    settings = Settings()
+    return Store(redis.Redis.from_url(settings.redis_url, health_check_interval=30)), settings
+
+
+@worker_process_init.connect
+def _init_process(**_) -> None:
+    # Each pool process gets its share of the cores; the parent never touches torch,
+    # since forking after OpenMP threads have started can hang the child (pytorch#17199).
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("GRADTRACE_TORCH_THREADS", "1")))
+    import worker.train  # noqa: F401  (pay the import before the first task, not during it)
+
+    _context.cache_clear()
+
+
+@shared_task(name=RUN_TASK, ignore_result=True)
+def run_experiment(experiment_id: str) -> str:
+    store, settings = _context()
+    return runner.run(store, settings, experiment_id)
