@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     torch_threads: int = 0
     # Seconds a worker's claim on an experiment lives without renewal.
     lease_seconds: float = 30.0
+    # Seconds between sweeps for experiments whose worker died.
+    sweep_seconds: float = 15.0
     # A run that kills its worker this many times ends `failed`.
     max_attempts: int = 3
     # Seconds Redis answers must come within before the API says 503.

@@ -45,6 +45,8 @@ def index_key(tenant: str) -> str:
 
 
 SEQ_KEY = "gradtrace:seq"
+# Experiments that some worker has claimed: the sweeper looks here for dead leases.
+RUNNING_KEY = "gradtrace:running"
 
 
 def now_iso() -> str:
@@ -55,7 +57,7 @@ def _trace_keys(experiment_id: str) -> list[str]:
     return [trace_key(experiment_id, metric) for metric in ALL_METRICS]
 
 
-# KEYS: record, lease, trace keys...  ARGV: token, lease ms, max attempts, now
+# KEYS: record, lease, running set, trace keys...  ARGV: token, lease ms, max attempts, now
 _CLAIM = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'missing'} end
@@ -70,11 +72,13 @@ if attempts > tonumber(ARGV[3]) then
   redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_at', ARGV[4], 'error',
     cjson.encode({message = 'the run ended its worker ' .. ARGV[3] .. ' times; not retried again'}))
   redis.call('DEL', KEYS[2])
+  redis.call('SREM', KEYS[3], KEYS[1])
   return {'exhausted'}
 end
-for i = 3, #KEYS do redis.call('DEL', KEYS[i]) end
+for i = 4, #KEYS do redis.call('DEL', KEYS[i]) end
 redis.call('HDEL', KEYS[1], 'summary', 'error', 'finished_at', 'layers')
 redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[4], 'step', 0, 'rows', 0)
+redis.call('SADD', KEYS[3], KEYS[1])
 return {'claimed', attempts}
 """
 
@@ -102,16 +106,17 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 """
 
-# KEYS: record, lease, trace keys...  ARGV: token, then field/value pairs to set.
+# KEYS: record, lease, running set, trace keys...  ARGV: token, then field/value pairs to set.
 # Rewrites each trace string so that it holds no APPEND slack, then lets go of the lease.
 _FINISH = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-for i = 3, #KEYS do
+for i = 4, #KEYS do
   local value = redis.call('GET', KEYS[i])
   if value then redis.call('SET', KEYS[i], value) end
 end
 redis.call('DEL', KEYS[2])
+redis.call('SREM', KEYS[3], KEYS[1])
 return 0
 """
 
@@ -224,6 +229,7 @@ class Store:
         with self.redis.pipeline() as pipe:
             pipe.delete(exp_key(experiment_id), lease_key(experiment_id), *_trace_keys(experiment_id))
             pipe.zrem(index_key(record["tenant"]), experiment_id)
+            pipe.srem(RUNNING_KEY, exp_key(experiment_id))
             pipe.execute()
 
     def read_traces(
@@ -250,7 +256,7 @@ class Store:
     def claim(self, experiment_id: str, token: str, *, lease_seconds: float, max_attempts: int) -> tuple[str, int]:
         """Take the lease and start a fresh attempt: ('claimed', attempt) or why not."""
         outcome = self._claim(
-            keys=[exp_key(experiment_id), lease_key(experiment_id), *_trace_keys(experiment_id)],
+            keys=[exp_key(experiment_id), lease_key(experiment_id), RUNNING_KEY, *_trace_keys(experiment_id)],
             args=[token, int(lease_seconds * 1000), max_attempts, now_iso()],
         )
         return outcome[0].decode(), int(outcome[1]) if len(outcome) > 1 else 0
@@ -278,12 +284,29 @@ class Store:
             )
         )
 
+    def orphans(self) -> list[dict]:
+        """Claimed experiments, still `running`, whose lease has lapsed: their worker died."""
+        keys = [key.decode() for key in self.redis.smembers(RUNNING_KEY)]
+        ids = [key.removeprefix(exp_key("")) for key in keys]
+        with self.redis.pipeline(transaction=False) as pipe:
+            for experiment_id in ids:
+                pipe.exists(lease_key(experiment_id))
+                pipe.hmget(exp_key(experiment_id), "status", "queue")
+            answers = pipe.execute()
+        found = []
+        for experiment_id, leased, (status, queue) in zip(ids, answers[::2], answers[1::2]):
+            if status is None or status.decode() != "running":
+                self.redis.srem(RUNNING_KEY, exp_key(experiment_id))
+            elif not leased:
+                found.append({"id": experiment_id, "queue": (queue or b"cpu").decode()})
+        return found
+
     def finish(self, experiment_id: str, token: str, status: str, **fields: Any) -> bool:
         """End the attempt with its outcome, compact the trace and release the lease."""
         args = [token, "status", status, "finished_at", now_iso()]
         for name, value in fields.items():
             args += [name, _encode(name, value)]
-        keys = [exp_key(experiment_id), lease_key(experiment_id), *_trace_keys(experiment_id)]
+        keys = [exp_key(experiment_id), lease_key(experiment_id), RUNNING_KEY, *_trace_keys(experiment_id)]
         return self._finish(keys=keys, args=args) == 0
 
 

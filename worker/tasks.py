@@ -7,10 +7,10 @@ import redis
 from celery import shared_task
 from celery.signals import worker_process_init
 
-from shared.celery_app import RUN_TASK
+from shared.celery_app import RUN_TASK, make_celery
 from shared.settings import Settings
 from shared.store import Store
-from worker import runner
+from worker import runner, sweeper
 
 
 @cache
@@ -30,9 +30,15 @@ def _init_process(**_) -> None:
     import worker.train  # noqa: F401  (pay the import before the first task, not during it)
 
     _context.cache_clear()
-
-
-@shared_task(name=RUN_TASK, ignore_result=True)
-def run_experiment(experiment_id: str) -> str:
     store, settings = _context()
-    return runner.run(store, settings, experiment_id)
+    sweeper.start(store, make_celery(settings.redis_url), settings.sweep_seconds)
+
+
+@shared_task(name=RUN_TASK, bind=True, ignore_result=True, max_retries=None)
+def run_experiment(self, experiment_id: str) -> str:
+    store, settings = _context()
+    outcome = runner.run(store, settings, experiment_id)
+    if outcome == "busy":
+        # Another worker holds the lease: look again once it would have lapsed, in case that worker died.
+        raise self.retry(countdown=settings.lease_seconds)
+    return outcome
