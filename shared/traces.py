@@ -54,6 +54,8 @@ def from_bytes(name: str, blob: bytes, layers: int) -> np.ndarray:
     """The array of one metric from its stored bytes: (rows,) or (rows, layers)."""
     array = np.frombuffer(blob, dtype=DTYPES[name])
     if name in LAYER_METRICS:
-        usable = len(array) - len(array) % layers if layers else 0
+        if not layers:  # none recorded yet (a queued run): numpy cannot reshape to width 0 with -1
+            return array[:0].reshape(0, 0)
+        usable = len(array) - len(array) % layers
         return array[:usable].reshape(-1, layers)
     return array
