@@ -132,7 +132,7 @@ if status == 'running' then
   redis.call('HSET', KEYS[1], 'cancel', 1)
   return 'cancelling'
 end
-return status
+return 'ended:' .. status
 """
 
 
@@ -220,7 +220,7 @@ class Store:
         if outcome == "missing":
             raise ExperimentNotFound(f"no experiment {experiment_id}")
         if outcome not in ("cancelled", "cancelling"):
-            raise StatusConflict(f"experiment {experiment_id} is {outcome}: nothing to cancel")
+            raise StatusConflict(f"experiment {experiment_id} is {outcome.removeprefix('ended:')}: nothing to cancel")
         return outcome
 
     def delete(self, experiment_id: str, *, tenant: str | None = None) -> None:
