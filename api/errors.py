@@ -1,0 +1,99 @@
+"""Every error the API answers, as the one JSON body of API.md.
+
+`{"error": {"code": ..., "message": ..., "details": [{"loc": [...], "msg": ...}]}}`
+
+Our own errors are `ApiError`s, which are Werkzeug `HTTPException`s, so that one
+handler renders them and Werkzeug's (404, 405, 413, ...) alike. The store's
+exceptions and Redis outages are translated here, so that views never catch them.
+"""
+
+import logging
+from typing import Any
+
+import redis
+from flask import Flask, Response, current_app, json, request
+from kombu.exceptions import OperationalError
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
+
+from shared.store import ExperimentNotFound, StatusConflict
+
+log = logging.getLogger("gradtrace.api")
+
+# Werkzeug's exceptions carry a status and a title; clients branch on a stable code.
+CODES = {
+    400: "invalid_json",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    500: "internal_error",
+    503: "redis_unavailable",
+}
+
+
+class ApiError(HTTPException):
+    """An error answer of ours: a status, a message, and where in the input the problem lies."""
+
+    def __init__(self, status: int, message: str, details: list[dict[str, Any]] | None = None):
+        super().__init__(message)
+        self.code = status
+        self.details = details or []
+
+
+def redis_unavailable(error: Exception) -> ApiError:
+    """The 503 of a Redis that does not answer: the message says so, the client may retry."""
+    return ApiError(503, f"Redis unreachable: {error}")
+
+
+def error_body(code: str, message: str, details: list[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON body of every error answer."""
+    return {"error": {"code": code, "message": message, "details": details}}
+
+
+def _message(error: HTTPException) -> str:
+    if isinstance(error, RequestEntityTooLarge):
+        return f"the request body is larger than the limit of {current_app.config['MAX_CONTENT_LENGTH']} bytes"
+    if isinstance(error, MethodNotAllowed) and error.valid_methods:
+        return f"{request.method} is not allowed on {request.path}; allowed: {', '.join(error.valid_methods)}"
+    return error.description or error.name
+
+
+def handle_http_exception(error: HTTPException) -> Response:
+    """Render any HTTPException as JSON, keeping its headers (405's Allow, for one)."""
+    status = error.code or 500
+    code = CODES.get(status) or error.name.lower().replace(" ", "_")
+    body = error_body(code, _message(error), getattr(error, "details", []))
+    response = error.get_response()
+    response.set_data(json.dumps(body))
+    response.content_type = "application/json"
+    return response
+
+
+def handle_not_found(error: ExperimentNotFound) -> Response:
+    return handle_http_exception(ApiError(404, str(error)))
+
+
+def handle_conflict(error: StatusConflict) -> Response:
+    return handle_http_exception(ApiError(409, str(error)))
+
+
+def handle_redis_down(error: Exception) -> Response:
+    return handle_http_exception(redis_unavailable(error))
+
+
+def handle_unexpected(error: Exception) -> Response:
+    """A bug of ours: logged with its trace here, a plain 500 for the client."""
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return handle_http_exception(ApiError(500, "internal error; it has been logged"))
+
+
+def register(app: Flask) -> None:
+    """Install the handlers, so that no answer of the app is ever an HTML page or a trace."""
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(ExperimentNotFound, handle_not_found)
+    app.register_error_handler(StatusConflict, handle_conflict)
+    for exception in (redis.ConnectionError, redis.TimeoutError, OperationalError):
+        app.register_error_handler(exception, handle_redis_down)
+    app.register_error_handler(Exception, handle_unexpected)

@@ -1,0 +1,135 @@
+"""Traces as the client asked for them: JSON (NaN and ±inf as null), npz or csv (both keep every value).
+
+The arrays come from `Store.read_traces`: `step` (rows,), step metrics (rows,),
+layer metrics (rows, layers). A trace can hold millions of values, so numbers
+are turned into text by numpy, a block of rows at a time, and the JSON and CSV
+answers are streamed rather than built whole in memory.
+
+- json: `{"layers", "steps", <metric>: ...}`, layer metrics as one list per traced step.
+- npz: `steps`, `layers` (names), `layer_kinds`, then each metric: float32, `clipped` bool.
+- csv: header `step,layer,<layer metrics>,<step metrics>`, one line per (step, layer),
+  the step metrics repeated on each; with no layer metric asked for, `step,<step metrics>`,
+  one line per step. `nan`, `inf` and `-inf` are written as such; `clipped` is 0/1.
+"""
+
+import io
+import json
+from collections.abc import Callable, Iterator
+
+import numpy as np
+from flask import Response
+
+from shared.traces import LAYER_METRICS, STEP_METRICS
+
+METRICS = STEP_METRICS + LAYER_METRICS
+# Values turned into text at once: bounds the memory of the numpy string arrays (128 bytes a value).
+BLOCK_VALUES = 1 << 16
+
+Arrays = dict[str, np.ndarray]
+
+
+def _row_blocks(rows: int, values_per_row: int) -> Iterator[slice]:
+    """Slices of consecutive rows that hold about BLOCK_VALUES values together."""
+    size = max(1, BLOCK_VALUES // max(1, values_per_row))
+    for start in range(0, rows, size):
+        yield slice(start, start + size)
+
+
+def _as_text(values: np.ndarray) -> np.ndarray:
+    """Values as text: a float32 as the shortest decimal that reads back as itself (numpy's repr)."""
+    return values.astype(str)
+
+
+def _json_values(array: np.ndarray) -> Iterator[str]:
+    """The JSON text of one metric, a block of rows at a time; NaN and ±inf become null."""
+    if array.dtype == np.uint8:  # `clipped`
+        yield json.dumps(array.astype(bool).tolist())
+        return
+    yield "["
+    for block in _row_blocks(len(array), array.shape[1] if array.ndim == 2 else 1):
+        values = array[block]
+        text = _as_text(values)
+        text[~np.isfinite(values)] = "null"
+        items = text.tolist() if values.ndim == 1 else ["[" + ",".join(row) + "]" for row in text.tolist()]
+        yield ("," if block.start else "") + ",".join(items)
+    yield "]"
+
+
+def as_json(experiment_id: str, layers: list[dict], arrays: Arrays) -> Response:
+    """API.md's traces object: layers, steps, then each metric asked for."""
+
+    def pieces() -> Iterator[str]:
+        yield '{"layers":' + json.dumps(layers) + ',"steps":' + json.dumps(arrays["step"].tolist())
+        for name, array in arrays.items():
+            if name != "step":
+                yield f',"{name}":'
+                yield from _json_values(array)
+        yield "}"
+
+    return Response(pieces(), mimetype="application/json")
+
+
+def as_npz(experiment_id: str, layers: list[dict], arrays: Arrays) -> Response:
+    """A numpy archive: `steps`, `layers` (names), `layer_kinds`, and each metric with NaN kept."""
+    named = {
+        "steps": arrays["step"],
+        "layers": np.array([layer["name"] for layer in layers], dtype=str),
+        "layer_kinds": np.array([layer.get("kind", "") for layer in layers], dtype=str),
+    }
+    for name, array in arrays.items():
+        if name != "step":
+            named[name] = array.astype(bool) if name == "clipped" else array
+    buffer = io.BytesIO()
+    np.savez(buffer, **named)
+    return _download(buffer.getvalue(), "application/octet-stream", f"{experiment_id}-traces.npz")
+
+
+def _csv_field(text: str) -> str:
+    """A text cell, quoted when it holds a separator or a quote (RFC 4180)."""
+    if any(char in text for char in ',"\r\n'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def _csv_lines(layers: list[dict], arrays: Arrays) -> Iterator[str]:
+    """The CSV text, a block of steps at a time."""
+    layer_metrics = [name for name in arrays if name in LAYER_METRICS]
+    step_metrics = [name for name in arrays if name in STEP_METRICS]
+    names = [_csv_field(layer["name"]) for layer in layers]
+    if layer_metrics:
+        yield ",".join(["step", "layer", *layer_metrics, *step_metrics]) + "\n"
+    else:
+        yield ",".join(["step", *step_metrics]) + "\n"
+    values_per_step = (len(layers) if layer_metrics else 1) * (2 + len(layer_metrics) + len(step_metrics))
+    for block in _row_blocks(len(arrays["step"]), values_per_step):
+        steps = arrays["step"][block].tolist()
+        step_cells = [_as_text(arrays[name][block]).tolist() for name in step_metrics]
+        tails = list(zip(*step_cells)) if step_cells else [()] * len(steps)
+        if layer_metrics:
+            layer_cells = _as_text(np.stack([arrays[name][block] for name in layer_metrics], axis=-1)).tolist()
+            lines = [
+                [str(step), name, *values, *tail]
+                for step, row, tail in zip(steps, layer_cells, tails)
+                for name, values in zip(names, row)
+            ]
+        else:
+            lines = [[str(step), *tail] for step, tail in zip(steps, tails)]
+        yield "".join(",".join(line) + "\n" for line in lines)
+
+
+def as_csv(experiment_id: str, layers: list[dict], arrays: Arrays) -> Response:
+    """Long format, one line per (step, layer), which pandas and spreadsheets read as is."""
+    return _download(_csv_lines(layers, arrays), "text/csv", f"{experiment_id}-traces.csv")
+
+
+def _download(body: bytes | Iterator[str], mimetype: str, filename: str) -> Response:
+    """A response that browsers and curl -OJ save as a file."""
+    return Response(body, mimetype=mimetype, headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+RENDERERS: dict[str, Callable[[str, list[dict], Arrays], Response]] = {
+    "json": as_json,
+    "npz": as_npz,
+    "csv": as_csv,
+}
+FORMATS = tuple(RENDERERS)

@@ -1,0 +1,139 @@
+"""Request input (the JSON body, the query string) turned into checked values, or the ApiError that says why."""
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from flask import request
+from pydantic import ValidationError
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from api.errors import ApiError
+from shared.spec import ExperimentSpec, SpecError
+
+
+class NonFiniteLiteral(ValueError):
+    """NaN, Infinity and -Infinity: Python's json accepts them, JSON (RFC 8259) does not."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise NonFiniteLiteral(f"{name} is not a JSON value")
+
+
+def json_body() -> Any:
+    """The request's JSON value: 415 unless it says JSON, 413 over the limit, 400 unless it is JSON."""
+    if request.mimetype != "application/json":
+        raise ApiError(415, f"Content-Type must be application/json, not {request.mimetype or 'none'}")
+    raw = request.get_data(cache=False)  # Werkzeug raises the 413 of a Content-Length over the limit
+    # A chunked body has no Content-Length, and Werkzeug stops reading it at the limit without
+    # a word: one that reaches the limit is taken to be over it, not parsed truncated.
+    limit = request.max_content_length
+    if request.content_length is None and limit is not None and len(raw) >= limit:
+        raise RequestEntityTooLarge()
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError:  # before ValueError, of which it is one
+        raise ApiError(400, "the request body is not UTF-8 text") from None
+    except RecursionError:
+        raise ApiError(400, "the request body is not valid JSON: nested too deeply") from None
+    except ValueError as error:  # JSONDecodeError, NaN literals, integers of thousands of digits
+        raise ApiError(400, f"the request body is not valid JSON: {error}") from None
+
+
+def validation_failed(details: list[dict[str, Any]]) -> ApiError:
+    """A 422 whose message names the first problem and whose details list them all."""
+    first = details[0]
+    where = ".".join(str(part) for part in first["loc"])
+    message = f"{where}: {first['msg']}" if where else first["msg"]
+    if len(details) > 1:
+        message += f" (and {len(details) - 1} more)"
+    return ApiError(422, message, details)
+
+
+def error_details(error: ValidationError) -> list[dict[str, Any]]:
+    """Pydantic's errors as API.md's details; a SpecError of the spec's own checks names its field."""
+    details = []
+    for item in error.errors(include_url=False):
+        cause = item.get("ctx", {}).get("error")
+        if isinstance(cause, SpecError):
+            details.append({"loc": [cause.loc], "msg": str(cause)})
+        else:
+            details.append({"loc": list(item["loc"]), "msg": item["msg"]})
+    return details
+
+
+def experiment_spec(body: Any) -> ExperimentSpec:
+    """The validated spec of a request body, every default filled in and every alias resolved."""
+    if not isinstance(body, dict):
+        raise validation_failed([{"loc": [], "msg": f"the spec must be a JSON object, not {_json_type(body)}"}])
+    try:
+        return ExperimentSpec.model_validate(body)
+    except ValidationError as error:
+        raise validation_failed(error_details(error)) from None
+
+
+def _json_type(value: Any) -> str:
+    names = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), "a number")
+
+
+def query_error(name: str, message: str) -> ApiError:
+    """A 422 about one query parameter."""
+    return validation_failed([{"loc": ["query", name], "msg": message}])
+
+
+def query_choice(name: str, choices: Sequence[str], default: str | None = None) -> str | None:
+    """A query parameter that must be one of `choices`."""
+    value = request.args.get(name)
+    if value is None or value == "":
+        return default
+    if value not in choices:
+        raise query_error(name, f"must be one of {', '.join(choices)}, not {value!r}")
+    return value
+
+
+def query_int(name: str, low: int, high: int, default: int) -> int:
+    """An integer query parameter within [low, high]."""
+    value = request.args.get(name)
+    if value is None or value == "":
+        return default
+    if not re.fullmatch(r"[+-]?\d{1,9}", value) or not low <= int(value) <= high:
+        raise query_error(name, f"must be an integer from {low} to {high}, not {value!r}")
+    return int(value)
+
+
+def query_list(name: str, choices: Sequence[str]) -> list[str] | None:
+    """A comma-separated query parameter of names from `choices`; None when absent or empty."""
+    value = request.args.get(name, "")
+    names = [part.strip() for part in value.split(",") if part.strip()]
+    unknown = [part for part in names if part not in choices]
+    if unknown:
+        raise query_error(name, f"unknown {', '.join(map(repr, unknown))}; known: {', '.join(choices)}")
+    return list(dict.fromkeys(names)) or None
+
+
+# A cursor is opaque to clients: the base64 of the last sequence number they saw.
+_CURSOR = re.compile(r"seq:(\d{1,18})")
+
+
+def encode_cursor(seq: int) -> str:
+    """The `next_cursor` that continues a listing after the experiment with this sequence number."""
+    return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode().rstrip("=")
+
+
+def query_cursor() -> int | None:
+    """The sequence number that the `cursor` query parameter continues after."""
+    value = request.args.get("cursor")
+    if value is None or value == "":
+        return None
+    try:
+        decoded = base64.b64decode(value + "=" * (-len(value) % 4), altchars=b"-_", validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        decoded = ""
+    match = _CURSOR.fullmatch(decoded)
+    if not match:
+        raise query_error("cursor", "not a cursor of this API: pass next_cursor of the previous page as is")
+    return int(match.group(1))
