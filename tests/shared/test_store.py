@@ -1,0 +1,113 @@
+"""The Redis store's fencing: one attempt writes at a time, and a new attempt starts clean."""
+
+import numpy as np
+import pytest
+
+from shared.spec import ExperimentSpec
+from shared.store import ExperimentNotFound, StatusConflict, Store, lease_key
+from shared.traces import TraceChunk
+
+LAYERS = [{"name": f"hidden.{i}", "kind": "linear"} for i in range(2)] + [{"name": "output", "kind": "linear"}]
+
+
+def chunk(first_step: int, rows: int, value: float) -> TraceChunk:
+    return TraceChunk({
+        "step": np.arange(first_step, first_step + rows),
+        "loss": np.full(rows, value),
+        "grad_norm": np.full((rows, len(LAYERS)), value),
+    })
+
+
+@pytest.fixture
+def store(redis_client) -> Store:
+    return Store(redis_client)
+
+
+@pytest.fixture
+def experiment_id(store) -> str:
+    store.create("e1", ExperimentSpec(depth=2).model_dump(mode="json"))
+    return "e1"
+
+
+def claim(store, experiment_id, token, max_attempts=3):
+    return store.claim(experiment_id, token, lease_seconds=30, max_attempts=max_attempts)
+
+
+def test_second_claim_while_leased_is_busy(store, experiment_id):
+    assert claim(store, experiment_id, "a") == ("claimed", 1)
+    assert claim(store, experiment_id, "b") == ("busy", 0)
+    assert store.get(experiment_id)["attempts"] == 1
+
+
+def test_writes_are_fenced_by_the_lease(store, experiment_id):
+    claim(store, experiment_id, "a")
+    assert store.update(experiment_id, "a", layers=LAYERS)
+    assert store.append_chunk(experiment_id, "a", chunk(0, 3, 1.0), 3) == 0
+    assert store.append_chunk(experiment_id, "intruder", chunk(3, 3, 9.0), 6) == -1
+    assert not store.update(experiment_id, "intruder", status="succeeded")
+    assert not store.finish(experiment_id, "intruder", "succeeded")
+    layers, arrays = store.read_traces(experiment_id, ["loss", "grad_norm"])
+    assert layers == LAYERS
+    assert arrays["step"].tolist() == [0, 1, 2]
+    assert arrays["grad_norm"].shape == (3, 3) and np.all(arrays["grad_norm"] == 1.0)
+    assert store.get(experiment_id)["status"] == "running"
+
+
+def test_new_attempt_starts_from_a_clean_trace(store, experiment_id, redis_client):
+    claim(store, experiment_id, "a")
+    store.update(experiment_id, "a", layers=LAYERS)
+    store.append_chunk(experiment_id, "a", chunk(0, 5, 1.0), 5)
+    redis_client.delete(lease_key(experiment_id))  # the first worker died; its lease lapsed
+    assert store.orphans() == [{"id": experiment_id, "queue": "cpu"}]
+    assert claim(store, experiment_id, "b") == ("claimed", 2)
+    assert store.orphans() == []
+    store.update(experiment_id, "b", layers=LAYERS)
+    store.append_chunk(experiment_id, "b", chunk(0, 2, 2.0), 2)
+    assert store.append_chunk(experiment_id, "a", chunk(5, 5, 1.0), 10) == -1  # the zombie writes nothing
+    _, arrays = store.read_traces(experiment_id, ["grad_norm"])
+    assert arrays["step"].tolist() == [0, 1]
+    assert np.all(arrays["grad_norm"] == 2.0)
+
+
+def test_attempts_are_capped(store, experiment_id, redis_client):
+    for attempt in range(1, 3):
+        assert claim(store, experiment_id, f"t{attempt}", max_attempts=2) == ("claimed", attempt)
+        redis_client.delete(lease_key(experiment_id))
+    assert claim(store, experiment_id, "t3", max_attempts=2) == ("exhausted", 0)
+    record = store.get(experiment_id)
+    assert record["status"] == "failed"
+    assert "2 times" in record["error"]["message"]
+    assert store.orphans() == []
+
+
+def test_finish_releases_the_lease_and_compacts(store, experiment_id, redis_client):
+    claim(store, experiment_id, "a")
+    store.update(experiment_id, "a", layers=LAYERS)
+    for start in range(0, 300, 3):
+        store.append_chunk(experiment_id, "a", chunk(start, 3, 1.0), start + 3)
+    assert store.finish(experiment_id, "a", "succeeded", summary={"final_loss": 0.5})
+    assert not redis_client.exists(lease_key(experiment_id))
+    record = store.get(experiment_id)
+    assert record["status"] == "succeeded" and record["summary"] == {"final_loss": 0.5}
+    assert claim(store, experiment_id, "b") == ("finished", 0)
+    # 300 rows x 3 layers of float32, and no APPEND slack left behind (which can double
+    # a string); what remains is the allocator's size class, at most a quarter more.
+    key = f"gradtrace:trace:{experiment_id}:grad_norm"
+    assert redis_client.strlen(key) == 300 * 3 * 4
+    assert redis_client.memory_usage(key) < 300 * 3 * 4 * 1.25 + 64
+
+
+def test_cancel_queued_then_conflict(store, experiment_id):
+    assert store.request_cancel(experiment_id) == "cancelled"
+    assert store.get(experiment_id)["status"] == "cancelled"
+    with pytest.raises(StatusConflict):
+        store.request_cancel(experiment_id)
+    assert claim(store, experiment_id, "a") == ("finished", 0)
+
+
+def test_tenants_do_not_see_each_other(store):
+    store.create("mine", ExperimentSpec().model_dump(mode="json"), tenant="alice")
+    with pytest.raises(ExperimentNotFound):
+        store.get("mine", tenant="bob")
+    assert store.list_experiments(tenant="bob") == ([], None)
+    assert [r["id"] for r in store.list_experiments(tenant="alice")[0]] == ["mine"]
