@@ -1,0 +1,79 @@
+"""What the tracer measures, as functions of device tensors: few kernels, no host sync.
+
+These are the pure half of tracing (the tracer decides when and where to keep
+the results). Each returns small device tensors; nothing here calls `.item()`.
+Per-tensor norms go through `torch._foreach_norm`, one fused kernel on a GPU;
+per-layer activation statistics stack the equally shaped hidden activations
+into one scratch tensor and reduce them together.
+"""
+
+import math
+
+import torch
+from torch import Tensor
+
+from worker.activations import Activation
+
+
+def norms(tensors: list[Tensor]) -> Tensor:
+    """The L2 norm of each tensor, as one (n,) tensor."""
+    return torch.stack(torch._foreach_norm(tensors))
+
+
+def batch_accuracy(logits: Tensor, targets: Tensor) -> Tensor:
+    """Share of the batch whose largest logit is the target class, as a 0-d tensor."""
+    return (logits.argmax(dim=1) == targets).to(logits.dtype).mean()
+
+
+def activation_stats(
+    activations: list[Tensor],
+    activation_inputs: list[Tensor],
+    activation: Activation,
+    scratch: Tensor,
+    work: Tensor,
+) -> Tensor:
+    """Per hidden block: mean, std, dead fraction, saturated fraction of its activations, as (4, blocks).
+
+    `activations` and `activation_inputs` hold one (batch, units) tensor per block;
+    `scratch` and `work` are (blocks, batch, units) tensors that this function overwrites.
+    The std is the population std over batch x units; a unit is dead when its
+    output is <= 0 for every example; an activation is saturated where
+    |phi'(input)| < 1 % of max phi'.
+    """
+    blocks, batch, units = scratch.shape
+    flat = scratch.view(blocks, -1)
+    torch.stack(activations, out=scratch)
+    mean = flat.mean(dim=1)
+    # A unit is dead when even its largest output over the batch is <= 0.
+    dead = torch.mean(scratch.amax(dim=1) <= 0, dim=1, dtype=flat.dtype)
+    saturated = saturated_fraction(flat, activation_inputs, activation, work.view(blocks, -1))
+    # Two passes (center, then norm) rather than E[a^2] - E[a]^2, which cancels
+    # badly for the near-constant outputs of saturated units.
+    flat.sub_(mean.unsqueeze(1))
+    std = torch.linalg.vector_norm(flat, dim=1) / (batch * units) ** 0.5
+    return torch.stack([mean, std, dead, saturated])
+
+
+def saturated_fraction(
+    outputs: Tensor, activation_inputs: list[Tensor], activation: Activation, work: Tensor
+) -> Tensor:
+    """Per block, the share of |phi'(input)| < 1 % of max phi', from the outputs (blocks, n) where they tell."""
+    # Comparisons write 0./1. into a float tensor: far cheaper than a bool mask on a CPU.
+    if activation.saturated_output is None:
+        torch.stack(activation_inputs, out=work.view(len(activation_inputs), *activation_inputs[0].shape))
+        slope = activation.derivative_(work)
+        if not activation.monotonic:
+            slope.abs_()
+        return slope.lt_(activation.saturation_threshold()).mean(dim=1)
+    low, high = activation.saturated_output
+    saturated = outputs.new_zeros(len(outputs))
+    if low > -math.inf:
+        saturated += torch.le(outputs, low, out=work).mean(dim=1)
+    if high < math.inf:
+        saturated += torch.ge(outputs, high, out=work).mean(dim=1)
+    return saturated
+
+
+def global_norm(tensor_norms: Tensor) -> Tensor:
+    """The L2 norm of many tensors together, from their separate norms."""
+    return torch.linalg.vector_norm(tensor_norms)

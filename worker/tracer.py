@@ -1,0 +1,225 @@
+"""The tracer: when to measure, where the measured rows wait on the device, and their trip to the host.
+
+Each traced step writes one row of float32 values into a preallocated device
+tensor; every step's loss is kept on the device too, to catch divergence without
+a per-step sync. `flush()` copies both to the host in one transfer (the loop's
+only sync point), turns the rows into a `TraceChunk` and reports the first step
+whose loss was not finite. What each value means is in `worker.stats`.
+"""
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from shared.traces import DTYPES, LAYER_METRICS, STEP_METRICS, TraceChunk
+from worker import stats
+from worker.activations import Activation
+from worker.models import MLP, Recording
+
+CHUNK_ROWS = 256  # traced rows kept on the device between flushes
+LOSS_STEPS = 1024  # steps whose loss is kept on the device between flushes
+# Metrics that only hidden blocks have; the output layer's column is NaN (null at the API).
+HIDDEN_ONLY = ("act_mean", "act_std", "dead_fraction", "saturated_fraction")
+# Written after backward, before the update: one contiguous run of the row.
+BEFORE_UPDATE = ("loss", "accuracy", "total_grad_norm", "grad_norm", "weight_norm", "act_grad_norm") + HIDDEN_ONLY
+# Written once the optimizer has stepped.
+AFTER_UPDATE = ("clipped", "update_ratio")
+
+
+@dataclass
+class Flush:
+    """What one flush brought to the host: the rows traced since the last, and any divergence."""
+
+    chunk: TraceChunk
+    diverged_step: int | None
+
+
+def row_layout(layers: int) -> dict[str, slice]:
+    """Where each metric sits in a device row: one value per step metric, one per layer or hidden block."""
+    sizes = {name: 1 for name in STEP_METRICS}
+    sizes |= {name: layers for name in LAYER_METRICS}
+    sizes |= {name: layers - 1 for name in HIDDEN_ONLY}
+    layout, start = {}, 0
+    for name in BEFORE_UPDATE + AFTER_UPDATE:
+        layout[name] = slice(start, start + sizes[name])
+        start += sizes[name]
+    return layout
+
+
+def empty_trace(layers: int) -> dict[str, np.ndarray]:
+    """A trace with no rows, in the layout of `TraceChunk.arrays`."""
+    return {
+        name: np.zeros((0, layers) if name in LAYER_METRICS else (0,), DTYPES[name])
+        for name in ("step",) + STEP_METRICS + LAYER_METRICS
+    }
+
+
+class Tracer:
+    """Measures the traced steps of one run into device rows, and hands them over in chunks."""
+
+    def __init__(
+        self,
+        model: MLP,
+        optimizer: torch.optim.Optimizer,
+        activation: Activation,
+        traced_steps: list[int],
+        batch_size: int,
+        device: torch.device,
+        *,
+        chunk_rows: int = CHUNK_ROWS,
+        flush_seconds: float = 0.5,
+    ):
+        self.activation = activation
+        self.weights = [layer.weight for layer in model.weighted_layers()]
+        weight_ids = {id(w) for w in self.weights}
+        # Weights first, so that the first norms of all gradients are the layers' own.
+        self.params = self.weights + [p for p in model.parameters() if id(p) not in weight_ids]
+        self.layers = len(self.weights)
+        self.layout = row_layout(self.layers)
+        self.width = self.layout[AFTER_UPDATE[-1]].stop
+        self.before_update = slice(0, self.layout[BEFORE_UPDATE[-1]].stop)
+        self.flush_seconds = flush_seconds
+        self._traced = set(traced_steps)
+        self._rows = torch.zeros(chunk_rows, self.width, device=device)
+        self._row_steps: list[int] = []  # the step of each row written since the last flush
+        self._losses: list[Tensor] = []  # every step's loss since the last flush, on the device
+        self._first_loss_step = 0
+        self._pending: Tensor | None = None  # the row of the step being traced, until its update
+        self._flushed_at = time.monotonic()
+        self._updates = UpdateMeter(optimizer, self.weights, snapshot=bool(self._traced))
+        if self._traced:
+            hidden = (self.layers - 1, batch_size, model.hidden_width())
+            self._scratch = torch.empty(hidden, device=device)
+            self._work = torch.empty(hidden, device=device)
+
+    def recording(self, step: int) -> Recording | None:
+        """A recording for the forward pass of a traced step, None for the others."""
+        return Recording() if step in self._traced else None
+
+    def backward(self, loss: Tensor, recording: Recording | None) -> None:
+        """loss.backward(); on a traced step, keeping the gradients at the pre-activations too."""
+        if recording is None:
+            loss.backward()
+        else:
+            recording.backward(loss, self.params)
+
+    @torch.no_grad()
+    def measure(self, step: int, loss: Tensor, logits: Tensor, targets: Tensor, recording: Recording | None) -> None:
+        """After backward, before clipping: keep the loss and, on a traced step, the row's first part."""
+        self._losses.append(loss.detach())
+        if recording is None:
+            return
+        grad_norms = stats.norms([p.grad for p in self.params])
+        scalars = [loss.detach(), stats.batch_accuracy(logits, targets), stats.global_norm(grad_norms)]
+        values = [
+            torch.stack(scalars),
+            grad_norms[: self.layers],
+            stats.norms(self.weights),
+            stats.norms(recording.pre_activation_grads),
+            stats.activation_stats(
+                recording.activations, recording.activation_inputs, self.activation, self._scratch, self._work
+            ).view(-1),
+        ]
+        row = self._rows[len(self._row_steps)]
+        torch.cat(values, out=row[self.before_update])
+        self._updates.before_step()
+        self._row_steps.append(step)
+        self._pending = row
+
+    @torch.no_grad()
+    def measure_update(self, clipped: Tensor | None) -> None:
+        """After the optimizer step: on a traced step, whether clipping acted, and ||dW|| / ||W||."""
+        row, self._pending = self._pending, None
+        if row is None:
+            return
+        if clipped is not None:
+            # Without clipping the column keeps the zeros it was allocated with.
+            row[self.layout["clipped"]].copy_(clipped)
+        updates = self._updates.norms(row[self.layout["grad_norm"]], clipped=clipped is not None)
+        torch.div(updates, row[self.layout["weight_norm"]], out=row[self.layout["update_ratio"]])
+
+    def due(self) -> bool:
+        """Whether to flush now: the device buffers are full, or it is time for progress."""
+        return (
+            len(self._row_steps) == len(self._rows)
+            or len(self._losses) >= LOSS_STEPS
+            or time.monotonic() - self._flushed_at >= self.flush_seconds
+        )
+
+    def flush(self) -> Flush:
+        """The rows since the last flush, cut after the first step whose loss was not finite."""
+        rows = len(self._row_steps)
+        losses = torch.stack(self._losses) if self._losses else self._rows.new_empty(0)
+        # note: CPU-GPU sync point, once per flush: rows and losses come over together.
+        values = torch.cat([self._rows[:rows].view(-1), losses]).cpu().numpy()
+        table, losses = values[: rows * self.width].reshape(rows, self.width), values[rows * self.width :]
+
+        diverged_step = None
+        bad = np.flatnonzero(~np.isfinite(losses))
+        if len(bad):
+            diverged_step = self._first_loss_step + int(bad[0])
+            rows = sum(1 for step in self._row_steps if step <= diverged_step)
+            table = table[:rows]
+        chunk = self._chunk(table, self._row_steps[:rows])
+
+        self._first_loss_step += len(self._losses)
+        self._losses.clear()
+        self._row_steps.clear()
+        self._flushed_at = time.monotonic()
+        return Flush(chunk, diverged_step)
+
+    def _chunk(self, table: np.ndarray, steps: list[int]) -> TraceChunk:
+        """Named arrays from device rows; hidden-only metrics get a NaN column for the output layer."""
+        arrays = {"step": np.asarray(steps, DTYPES["step"])}
+        for name in STEP_METRICS:
+            arrays[name] = table[:, self.layout[name].start].astype(DTYPES[name])
+        nan_column = np.full((len(table), 1), np.nan, np.float32)
+        for name in LAYER_METRICS:
+            columns = table[:, self.layout[name]]
+            if name in HIDDEN_ONLY:
+                columns = np.concatenate([columns, nan_column], axis=1)
+            arrays[name] = np.ascontiguousarray(columns, DTYPES[name])
+        return TraceChunk(arrays)
+
+
+class UpdateMeter:
+    """||W_after - W_before|| of each layer's update, at the cost the optimizer allows.
+
+    Plain SGD adds exactly -lr * g (momentum SGD -lr * its momentum buffer) to each
+    weight, so the update's norm is lr times a norm the tracer has or can read: no
+    copy of the weights. Any other optimizer (Adam) is measured: the weights are
+    copied before the step and subtracted after it.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, weights: list[Tensor], *, snapshot: bool = True):
+        self.optimizer = optimizer
+        self.weights = weights
+        group = optimizer.param_groups[0]
+        self.lr = group["lr"]
+        plain_sgd = (
+            type(optimizer) is torch.optim.SGD
+            and len(optimizer.param_groups) == 1
+            and not (group["weight_decay"] or group["dampening"] or group["nesterov"] or group["maximize"])
+        )
+        self.momentum = plain_sgd and group["momentum"] != 0
+        self._before = [torch.empty_like(w) for w in weights] if snapshot and not plain_sgd else None
+
+    def before_step(self) -> None:
+        """Keep what the weights are before the optimizer steps, where the update must be measured."""
+        if self._before is not None:
+            torch._foreach_copy_(self._before, self.weights)
+
+    def norms(self, grad_norms: Tensor, *, clipped: bool) -> Tensor:
+        """After the optimizer step: the norm of each weight's update; `grad_norms` are the pre-clip ones."""
+        if self._before is not None:
+            torch._foreach_sub_(self._before, self.weights)
+            return stats.norms(self._before)
+        if self.momentum:
+            return stats.norms([self.optimizer.state[w]["momentum_buffer"] for w in self.weights]) * self.lr
+        if clipped:
+            # Clipping rescaled the gradients after they were measured.
+            return stats.norms([w.grad for w in self.weights]) * self.lr
+        return grad_norms * self.lr

@@ -1,0 +1,179 @@
+"""The training loop: plain PyTorch that takes a spec and a sink, and knows nothing of Celery or Redis.
+
+One step, in this order: forward, backward, trace (this step's pass, before
+clipping and update), clip, optimizer step, the update's size, zero_grad. The
+loop syncs with the device only when the tracer flushes.
+"""
+
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from shared.spec import Clipping, ExperimentSpec
+from shared.traces import TraceChunk
+from worker.activations import get_activation
+from worker.datasets import Batches, Dataset, load_dataset
+from worker.models import MLP, build_model
+from worker.tracer import Tracer, empty_trace
+
+
+class TraceSink(Protocol):
+    """Where a run's trace goes while it trains (the Celery task's is the Redis store)."""
+
+    def start(self, layers: list[dict], device: str) -> None: ...
+
+    def chunk(self, chunk: TraceChunk, steps_done: int) -> bool:
+        """Take the rows traced since the last call; False asks the loop to stop (cancel)."""
+        ...
+
+
+@dataclass
+class TrainResult:
+    """What a run gives back besides the chunks it streamed: the summary's numbers and the whole trace."""
+
+    final_loss: float | None  # over the full training set after training; None if not finite
+    final_accuracy: float | None
+    train_seconds: float  # wall time of the training loop, tracing included
+    steps_run: int
+    diverged_step: int | None  # first step whose training loss was NaN or infinite
+    cancelled: bool
+    device: str  # "cpu" or "cuda:0"
+    layers: list[dict]
+    trace: dict[str, np.ndarray] = field(repr=False)  # the chunks concatenated
+
+
+def resolve_device(spec: ExperimentSpec, device: str = "auto") -> torch.device:
+    """The device to run on: the spec's choice if it makes one, else the caller's, else a GPU if there is one."""
+    choice = spec.device if spec.device != "auto" else device
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("the spec asks for cuda and this worker has no GPU")
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device(choice)
+
+
+def make_optimizer(spec: ExperimentSpec, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    """The spec's optimizer over the model's parameters."""
+    if spec.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=spec.lr)
+    if spec.optimizer == "momentum":
+        return torch.optim.SGD(params, lr=spec.lr, momentum=0.9)
+    if spec.optimizer == "adam":
+        return torch.optim.Adam(params, lr=spec.lr)
+    raise ValueError(f"unknown optimizer {spec.optimizer!r}")
+
+
+@torch.no_grad()
+def clip_gradients(params: list[nn.Parameter], clipping: Clipping | None) -> Tensor | None:
+    """Clip the gradients in place as the spec says; a 0-d device tensor, true where that changed them."""
+    if clipping is None:
+        return None
+    grads = [p.grad for p in params if p.grad is not None]
+    if clipping.mode == "norm":
+        total = nn.utils.clip_grad_norm_(params, clipping.threshold)
+        # clip_grad_norm_ scales by min(1, threshold / (total + 1e-6)): the same test here.
+        return clipping.threshold / (total + 1e-6) < 1
+    largest = torch.stack(torch._foreach_norm(grads, ord=float("inf"))).max()
+    nn.utils.clip_grad_value_(params, clipping.threshold)
+    return largest > clipping.threshold
+
+
+@torch.no_grad()
+def evaluate(model: MLP, data: Dataset) -> tuple[float | None, float | None]:
+    """Loss and accuracy over the whole training set, in eval mode; None for a model that outputs NaN or inf."""
+    model.eval()
+    logits = model(data.x)
+    model.train()
+    loss = F.cross_entropy(logits, data.y)
+    accuracy = (logits.argmax(dim=1) == data.y).float().mean()
+    # note: CPU-GPU sync point, once per run
+    loss, accuracy = torch.stack([loss, accuracy]).tolist()
+    if not np.isfinite(loss):
+        return None, None  # the argmax of NaN logits is no accuracy
+    return loss, accuracy
+
+
+def train(
+    spec: ExperimentSpec,
+    sink: TraceSink | None = None,
+    *,
+    device: str = "auto",
+    trace: bool = True,
+    flush_seconds: float = 0.5,
+) -> TrainResult:
+    """Train the spec's model and trace it; `trace=False` runs the same loop untraced, for benchmarks."""
+    where = resolve_device(spec, device)
+    data = load_dataset(spec, where)
+    model = build_model(spec).to(where)
+    model.train()
+    params = list(model.parameters())
+    optimizer = make_optimizer(spec, params)
+    batches = Batches(len(data), spec.batch_size, spec.seed, where)
+    tracer = Tracer(
+        model,
+        optimizer,
+        get_activation(spec.activation),
+        spec.traced_steps() if trace else [],
+        spec.batch_size,
+        where,
+        flush_seconds=flush_seconds,
+    )
+    layers = model.layer_info()
+    device_name = str(where)
+    if sink is not None:
+        sink.start(layers, device_name)
+
+    chunks: list[TraceChunk] = []
+    diverged_step, cancelled, steps_run = None, False, 0
+    started = time.perf_counter()
+    for step in range(spec.steps):
+        index = batches.indices(step)
+        x, y = data.x[index], data.y[index]
+        recording = tracer.recording(step)
+
+        logits = model(x, recording)
+        loss = F.cross_entropy(logits, y)
+        tracer.backward(loss, recording)
+        tracer.measure(step, loss, logits, y, recording)
+        clipped = clip_gradients(params, spec.clipping)
+        optimizer.step()
+        tracer.measure_update(clipped)
+        optimizer.zero_grad(set_to_none=True)
+
+        steps_run = step + 1
+        if tracer.due() or steps_run == spec.steps:
+            flushed = tracer.flush()
+            chunks.append(flushed.chunk)
+            if sink is not None and not sink.chunk(flushed.chunk, steps_run):
+                cancelled = True
+            if flushed.diverged_step is not None:
+                diverged_step = flushed.diverged_step
+            if cancelled or diverged_step is not None:
+                break
+    train_seconds = time.perf_counter() - started
+
+    final_loss, final_accuracy = evaluate(model, data)
+    return TrainResult(
+        final_loss=final_loss,
+        final_accuracy=final_accuracy,
+        train_seconds=train_seconds,
+        steps_run=steps_run,
+        diverged_step=diverged_step,
+        cancelled=cancelled,
+        device=device_name,
+        layers=layers,
+        trace=concatenate(chunks, len(layers)),
+    )
+
+
+def concatenate(chunks: list[TraceChunk], layers: int) -> dict[str, np.ndarray]:
+    """One trace from its chunks, in their order."""
+    trace = empty_trace(layers)
+    return {name: np.concatenate([empty, *(c.arrays[name] for c in chunks)]) for name, empty in trace.items()}
