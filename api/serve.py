@@ -52,8 +52,8 @@ class Supervisor:
             signal.signal(signum, self._on_signal)
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
-        log = open(self.data_dir / f"{name}.log", "ab")
-        process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        with open(self.data_dir / f"{name}.log", "ab") as log:
+            process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.children.append((name, process))
         return process
 

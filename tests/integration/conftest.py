@@ -23,11 +23,11 @@ def worker_env(redis_url: str, **extra: str) -> dict[str, str]:
 
 def start_worker(redis_url: str, log_path: Path, concurrency: int = 1, **env: str) -> subprocess.Popen:
     """`gradtrace worker` as a real process (the same module the CLI runs)."""
-    log = open(log_path, "ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", "worker", "--concurrency", str(concurrency), "--loglevel", "INFO"],
-        cwd=ROOT, env=worker_env(redis_url, **env), stdout=log, stderr=subprocess.STDOUT,
-    )
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "worker", "--concurrency", str(concurrency), "--loglevel", "INFO"],
+            cwd=ROOT, env=worker_env(redis_url, **env), stdout=log, stderr=subprocess.STDOUT,
+        )
 
 
 def stop_worker(process: subprocess.Popen) -> None:

@@ -46,13 +46,15 @@ def wait_ready(process: subprocess.Popen, timeout: float = 90) -> str:
 def embedded_redis_port(data_dir: Path) -> int:
     """The port of the Redis that serve started, read from its command line."""
     pid = int((data_dir / "redis" / "redis.pid").read_text())
-    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    return int(cmdline[cmdline.index(b"--port") + 1])
+    title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]  # "redis-server 127.0.0.1:PORT"
+    return int(title.rsplit(b":", 1)[1])
 
 
 def stop(process: subprocess.Popen) -> int:
     process.send_signal(signal.SIGINT)
-    return process.wait(60)
+    status = process.wait(60)
+    process.stdout.close()
+    return status
 
 
 def test_serve_round_trip_and_restart(tmp_path):
