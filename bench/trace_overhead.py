@@ -1,16 +1,23 @@
-"""How much slower tracing makes training: trace=True against trace=False, interleaved in one process.
+"""How much slower tracing makes training: traced steps against untraced steps of the same run.
 
-    python bench/trace_overhead.py [--steps 200] [--repeats 5] [--threads N] [--device auto]
+    python bench/trace_overhead.py [--steps 400] [--repeats 3] [--block 10] [--threads N]
 
-Each repetition runs every variant once, in turn, so that drift in the machine's
-speed (turbo, other load) hits all of them alike; the figure is the median over
-repetitions of each variant's training time divided by the untraced run's of the
-same repetition. Targets: full tracing at most 1.10x, gradient norms alone 1.03x.
+A run of `train()` alternates blocks of `--block` steps: traced as the variant says,
+then untraced. Every step is timed, and the figure is the median, over pairs of
+neighbouring blocks, of the traced block's time divided by the untraced one's. Comparing
+neighbours within one run cancels the drift in a shared machine's speed, which on a
+busy VM is larger than the effect measured. The `untraced` variant alternates nothing
+and shows the method's own noise (ideally 1.000x).
+
+Variants: `full` traces every metric at every step; `grad_norm` only the layers'
+gradient norms; `every_10th` every metric at every 10th step. Targets: full at most
+1.10x, gradient norms alone 1.03x.
 """
 
 import argparse
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -25,6 +32,7 @@ CONFIGS = [
     {"depth": 20, "width": 256, "batch_size": 128},
     {"depth": 50, "width": 64, "batch_size": 128},
 ]
+VARIANTS = ("untraced", "full", "grad_norm", "every_10th")
 
 
 class GradNormTracer(Tracer):
@@ -43,57 +51,85 @@ class GradNormTracer(Tracer):
             self._row_steps.append(step)
 
 
-def run(spec: ExperimentSpec, variant: str, device: str) -> float:
-    """Training seconds of one run of the spec, traced as the variant says."""
-    train_module.Tracer = GradNormTracer if variant == "grad_norm" else Tracer
+def alternating(base: type[Tracer], variant: str, block: int, tracers: list) -> type[Tracer]:
+    """A tracer class that traces only every other block of steps, and timestamps every step."""
+
+    class Alternating(base):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.block, self.stamps = block, []
+            on = {s for s in self._traced if (s // block) % 2 == 0}
+            self._traced = set() if variant == "untraced" else on
+            tracers.append(self)
+
+        def recording(self, step):
+            self.stamps.append(time.perf_counter())
+            return super().recording(step)
+
+    return Alternating
+
+
+def block_ratios(stamps: list[float], block: int) -> list[float]:
+    """Time of each even block over the next odd one, from the start time of every step."""
+    seconds = [b - a for a, b in zip(stamps, stamps[1:])]
+    blocks = [sum(seconds[i : i + block]) for i in range(0, len(seconds) - block + 1, block)]
+    return [on / off for on, off in zip(blocks[0::2], blocks[1::2])]
+
+
+def measure(spec: ExperimentSpec, variant: str, block: int) -> tuple[list[float], float]:
+    """Block ratios of one run of the variant, and its untraced ms per step."""
+    tracers: list[Tracer] = []
+    base = GradNormTracer if variant == "grad_norm" else Tracer
+    if variant == "every_10th":
+        spec = spec.model_copy(update={"trace_every": 10})
+    train_module.Tracer = alternating(base, variant, block, tracers)
     try:
-        result = train_module.train(spec, device=device, trace=variant != "off")
+        result = train_module.train(spec, device="cpu" if spec.device == "cpu" else "auto")
     finally:
         train_module.Tracer = Tracer
     if result.steps_run != spec.steps:
         raise SystemExit(f"the {variant} run stopped at step {result.steps_run} (diverged: {result.diverged_step})")
-    return result.train_seconds
+    stamps = tracers[0].stamps
+    seconds = [b - a for a, b in zip(stamps, stamps[1:])]
+    off = [s for i, s in enumerate(seconds) if (i // block) % 2 == 1]
+    return block_ratios(stamps, block), 1e3 * statistics.median(off)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--block", type=int, default=10)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--device", default="auto")
     parser.add_argument("--activation", default="relu")
     # He init keeps a deep ReLU net's values in float32's normal range; PyTorch's default
     # init shrinks them ~6x per layer, and at depth 50 denormal arithmetic (slow on CPUs)
-    # would dominate both the traced and the untraced run.
+    # would dominate both the traced and the untraced steps.
     parser.add_argument("--init", default="kaiming_normal")
     parser.add_argument("--lr", type=float, default=1e-3)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{'cuda' if torch.cuda.is_available() else 'cpu'}; {args.steps} steps in blocks of {args.block}")
 
-    variants = ("off", "full", "grad_norm")
     for config in CONFIGS:
         spec = ExperimentSpec(
-            **config,
-            steps=args.steps,
-            dataset="random",
-            activation=args.activation,
-            init=args.init,
-            lr=args.lr,
+            **config, steps=args.steps, dataset="random", activation=args.activation, init=args.init, lr=args.lr
         )
-        run(spec, "full", args.device)  # warm-up: allocator, kernels, first-touch of memory
-        seconds: dict[str, list[float]] = {v: [] for v in variants}
-        for _ in range(args.repeats):
-            for variant in variants:
-                seconds[variant].append(run(spec, variant, args.device))
-        base = statistics.median(seconds["off"])
-        ratios = {
-            v: statistics.median(s / off for s, off in zip(seconds[v], seconds["off"])) for v in variants[1:]
-        }
+        measure(spec, "full", args.block)  # warm-up: allocator, first touch of memory
+        figures = []
+        for variant in VARIANTS:
+            ratios, untraced_ms = [], []
+            for _ in range(args.repeats):
+                r, ms = measure(spec, variant, args.block)
+                ratios += r
+                untraced_ms.append(ms)
+            quartiles = statistics.quantiles(ratios, n=4)
+            figures.append(f"{variant} {statistics.median(ratios):.3f}x [{quartiles[0]:.2f}-{quartiles[2]:.2f}]")
         print(
-            f"depth {config['depth']:3d} width {config['width']:4d} batch {config['batch_size']} "
-            f"{args.activation}: untraced {1e3 * base / args.steps:.2f} ms/step, "
-            + ", ".join(f"{v} {r:.3f}x" for v, r in ratios.items()),
+            f"depth {config['depth']:3d} width {config['width']:4d} batch {config['batch_size']} {args.activation}, "
+            f"untraced {statistics.median(untraced_ms):.2f} ms/step: " + ", ".join(figures),
             flush=True,
         )
 

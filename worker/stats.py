@@ -66,14 +66,14 @@ def saturated_fraction(
             slope.abs_()
         return slope.lt_(activation.saturation_threshold()).mean(dim=1)
     low, high = activation.saturated_output
-    saturated = outputs.new_zeros(len(outputs))
-    if low > -math.inf:
-        saturated += torch.le(outputs, low, out=work).mean(dim=1)
-    if high < math.inf:
-        saturated += torch.ge(outputs, high, out=work).mean(dim=1)
-    return saturated
+    if low == -math.inf and high == math.inf:
+        return outputs.new_zeros(len(outputs))
+    if high == math.inf:
+        return torch.le(outputs, low, out=work).mean(dim=1)
+    below = torch.le(outputs, low, out=work).mean(dim=1)
+    return below + torch.ge(outputs, high, out=work).mean(dim=1)
 
 
-def global_norm(tensor_norms: Tensor) -> Tensor:
-    """The L2 norm of many tensors together, from their separate norms."""
-    return torch.linalg.vector_norm(tensor_norms)
+def global_norm(*tensor_norms: Tensor) -> Tensor:
+    """The L2 norm of many tensors together, from vectors of their separate norms."""
+    return torch.linalg.vector_norm(torch.cat(tensor_norms))

@@ -75,7 +75,6 @@ class Tracer:
         self.activation = activation
         self.weights = [layer.weight for layer in model.weighted_layers()]
         weight_ids = {id(w) for w in self.weights}
-        # Weights first, so that the first norms of all gradients are the layers' own.
         self.params = self.weights + [p for p in model.parameters() if id(p) not in weight_ids]
         self.layers = len(self.weights)
         self.layout = row_layout(self.layers)
@@ -112,16 +111,24 @@ class Tracer:
         self._losses.append(loss.detach())
         if recording is None:
             return
-        grad_norms = stats.norms([p.grad for p in self.params])
-        scalars = [loss.detach(), stats.batch_accuracy(logits, targets), stats.global_norm(grad_norms)]
+        layers = self.layers
+        # Every norm of the row in one foreach call, in the row's order: the layers' weight
+        # gradients, weights and pre-activation gradients; then the other gradients (biases,
+        # norm layers), which only the total needs.
+        norms = stats.norms(
+            [w.grad for w in self.weights]
+            + self.weights
+            + recording.pre_activation_grads
+            + [p.grad for p in self.params[layers:]]
+        )
+        total_grad_norm = stats.global_norm(norms[:layers], norms[3 * layers :])
+        activations = stats.activation_stats(
+            recording.activations, recording.activation_inputs, self.activation, self._scratch, self._work
+        )
         values = [
-            torch.stack(scalars),
-            grad_norms[: self.layers],
-            stats.norms(self.weights),
-            stats.norms(recording.pre_activation_grads),
-            stats.activation_stats(
-                recording.activations, recording.activation_inputs, self.activation, self._scratch, self._work
-            ).view(-1),
+            torch.stack([loss.detach(), stats.batch_accuracy(logits, targets), total_grad_norm]),
+            norms[: 3 * layers],
+            activations.view(-1),
         ]
         row = self._rows[len(self._row_steps)]
         torch.cat(values, out=row[self.before_update])
