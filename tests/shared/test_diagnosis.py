@@ -1,0 +1,49 @@
+"""Each verdict on a run built to produce it, trained for real (no Celery, no Redis)."""
+
+import pytest
+
+from shared.diagnosis import diagnose
+from shared.spec import ExperimentSpec
+from worker.train import train
+
+CASES = {
+    # Glorot & Bengio (2010): sigmoid's derivative is at most 1/4, so the signal fades through depth.
+    "vanishing": dict(depth=20, width=32, activation="sigmoid", steps=5),
+    # He et al. (2015): kaiming init keeps a ReLU net's signal at scale.
+    "healthy": dict(depth=10, width=64, init="kaiming_normal", steps=40),
+    # Large weights push tanh into its flat tails.
+    "saturated": dict(depth=10, width=64, activation="tanh", init="normal", init_std=1.0, steps=5),
+    # sigma_w^2 * width / 2 = 5.1 > 1 per layer: the chaotic side for ReLU, the gradient grows.
+    "exploding": dict(depth=10, width=64, init="normal", init_std=0.4, steps=3, lr=1e-6),
+    # A large Adam step knocks ReLU units into the region where they never fire again.
+    "dead_units": dict(depth=6, width=64, init="kaiming_normal", optimizer="adam", lr=0.1, steps=300),
+    "diverged": dict(depth=6, width=64, lr=100.0, steps=100),
+}
+
+
+@pytest.mark.parametrize("verdict", CASES)
+def test_verdict_on_a_run_built_for_it(verdict):
+    spec = ExperimentSpec(**CASES[verdict])
+    result = train(spec)
+    diagnosis = diagnose(spec, result.trace, result.diverged_step)
+    assert diagnosis["verdict"] == verdict, diagnosis
+    assert diagnosis["reasons"], "a verdict comes with its numbers"
+    if verdict != "healthy":
+        assert diagnosis["advice"], "a problem comes with a remedy"
+
+
+def test_diverged_names_the_step():
+    spec = ExperimentSpec(**CASES["diverged"])
+    result = train(spec)
+    diagnosis = diagnose(spec, result.trace, result.diverged_step)
+    assert result.diverged_step is not None
+    assert f"step {result.diverged_step}" in diagnosis["reasons"][0]
+    assert diagnosis["evidence"]["diverged_step"] == result.diverged_step
+
+
+def test_vanishing_reports_the_ratio():
+    spec = ExperimentSpec(**CASES["vanishing"])
+    result = train(spec)
+    evidence = diagnose(spec, result.trace, None)["evidence"]
+    assert evidence["step0_grad_ratio"] < 1e-3
+    assert evidence["step0_signal_ratio"] < 1e-2
