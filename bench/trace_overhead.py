@@ -88,7 +88,7 @@ def measure(spec: ExperimentSpec, variant: str, block: int) -> tuple[list[float]
     finally:
         train_module.Tracer = Tracer
     if result.steps_run != spec.steps:
-        raise SystemExit(f"the {variant} run stopped at step {result.steps_run} (diverged: {result.diverged_step})")
+        raise SystemExit(f"the {variant} run stopped at step {result.steps_run}, diverged {result.diverged_step}")
     stamps = tracers[0].stamps
     seconds = [b - a for a, b in zip(stamps, stamps[1:])]
     off = [s for i, s in enumerate(seconds) if (i // block) % 2 == 1]
@@ -115,7 +115,8 @@ def main() -> None:
 
     for config in CONFIGS:
         spec = ExperimentSpec(
-            **config, steps=args.steps, dataset="random", activation=args.activation, init=args.init, lr=args.lr
+            **config, steps=args.steps, dataset="random", activation=args.activation, init=args.init,
+            lr=args.lr,
         )
         measure(spec, "full", args.block)  # warm-up: allocator, first touch of memory
         figures = []

@@ -25,6 +25,8 @@ SELU_SCALE = 1.0507009873554804934193349852946
 GELU_MAX = 0.5 * (1 + math.erf(1.0)) + math.sqrt(2) * math.exp(-1.0) / math.sqrt(2 * math.pi)
 # max of d/dx x*sigmoid(x), found numerically at x ~ 2.39936 (no closed form).
 SILU_MAX = 1.0998393201288668
+# sup of SELU's slope, approached from below 0: scale * alpha * e^z -> scale * alpha.
+SELU_MAX = SELU_SCALE * SELU_ALPHA
 SATURATION = 0.01  # saturated: |phi'| below this share of max |phi'|
 INF = math.inf
 
@@ -95,7 +97,7 @@ def _elu_derivative_(z: Tensor) -> Tensor:
 
 def _selu_derivative_(z: Tensor) -> Tensor:
     positive = z > 0
-    slope = z.clamp_(max=0).exp_().mul_(SELU_SCALE * SELU_ALPHA)
+    slope = z.clamp_(max=0).exp_().mul_(SELU_MAX)
     return slope.masked_fill_(positive, SELU_SCALE)
 
 
@@ -111,19 +113,18 @@ def _linear_derivative_(z: Tensor) -> Tensor:
 # sigmoid: a (1 - a) < t/4 outside the roots (1 -+ sqrt(1 - t)) / 2;  tanh: 1 - a^2 < t;
 # softplus: phi' = 1 - e^-a < t;  elu: phi' = a + 1 on a <= 0;  selu: phi' = a + scale alpha on a <= 0.
 _SIGMOID_ROOT = math.sqrt(1 - SATURATION) / 2
+_TANH_BOUND = math.sqrt(1 - SATURATION)
 ACTIVATIONS: dict[str, Activation] = {
     a.name: a
     for a in (
         Activation("relu", nn.ReLU, _relu_derivative_, 1.0, (0.0, INF)),
         Activation("leaky_relu", lambda: nn.LeakyReLU(LEAKY_SLOPE), _leaky_relu_derivative_, 1.0, (-INF, INF)),
         Activation("sigmoid", nn.Sigmoid, _sigmoid_derivative_, 0.25, (0.5 - _SIGMOID_ROOT, 0.5 + _SIGMOID_ROOT)),
-        Activation("tanh", nn.Tanh, _tanh_derivative_, 1.0, (-math.sqrt(1 - SATURATION), math.sqrt(1 - SATURATION))),
+        Activation("tanh", nn.Tanh, _tanh_derivative_, 1.0, (-_TANH_BOUND, _TANH_BOUND)),
         Activation("gelu", nn.GELU, _gelu_derivative_, GELU_MAX, None, monotonic=False),
         Activation("silu", nn.SiLU, _silu_derivative_, SILU_MAX, None, monotonic=False),
         Activation("elu", nn.ELU, _elu_derivative_, 1.0, (SATURATION - 1, INF)),
-        Activation(
-            "selu", nn.SELU, _selu_derivative_, SELU_SCALE * SELU_ALPHA, ((SATURATION - 1) * SELU_SCALE * SELU_ALPHA, INF)
-        ),
+        Activation("selu", nn.SELU, _selu_derivative_, SELU_MAX, ((SATURATION - 1) * SELU_MAX, INF)),
         # softplus' derivative is the sigmoid: it tends to 1 and never reaches it.
         Activation("softplus", nn.Softplus, _softplus_derivative_, 1.0, (-math.log1p(-SATURATION), INF)),
         Activation("linear", nn.Identity, _linear_derivative_, 1.0, (-INF, INF)),

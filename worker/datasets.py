@@ -91,7 +91,7 @@ def load_dataset(spec: ExperimentSpec, device: torch.device | str) -> Dataset:
 
 
 class Batches:
-    """The index of every step's minibatch: epoch-wise shuffles, or with replacement if the batch exceeds the data."""
+    """Each step's minibatch indices: epoch-wise shuffles, or with replacement if a batch exceeds the data."""
 
     def __init__(self, size: int, batch_size: int, seed: int, device: torch.device | str):
         self.size = size

@@ -106,7 +106,9 @@ class Tracer:
             recording.backward(loss, self.params)
 
     @torch.no_grad()
-    def measure(self, step: int, loss: Tensor, logits: Tensor, targets: Tensor, recording: Recording | None) -> None:
+    def measure(
+        self, step: int, loss: Tensor, logits: Tensor, targets: Tensor, recording: Recording | None
+    ) -> None:
         """After backward, before clipping: keep the loss and, on a traced step, the row's first part."""
         self._losses.append(loss.detach())
         if recording is None:

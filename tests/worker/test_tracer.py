@@ -61,7 +61,8 @@ def reference_trace(spec: ExperimentSpec) -> dict[str, np.ndarray]:
         for p, g in zip(params, param_grads):
             p.grad = g.clone()
 
-        row = {"step": step, "loss": float(loss.detach()), "accuracy": float((logits.argmax(1) == y).double().mean())}
+        accuracy = float((logits.argmax(1) == y).double().mean())
+        row = {"step": step, "loss": float(loss.detach()), "accuracy": accuracy}
         row["total_grad_norm"] = norm64(p.grad for p in params)
         row["grad_norm"] = [norm64([w.grad]) for w in weights]
         row["weight_norm"] = [norm64([w]) for w in weights]

@@ -61,7 +61,8 @@ def test_same_seed_same_trace_bit_for_bit():
 
 
 def test_tracing_does_not_change_the_training():
-    spec = ExperimentSpec(**{**SMALL, "steps": 20}, optimizer="momentum", clipping={"mode": "norm", "threshold": 0.5})
+    clipping = {"mode": "norm", "threshold": 0.5}
+    spec = ExperimentSpec(**{**SMALL, "steps": 20}, optimizer="momentum", clipping=clipping)
     traced, untraced = train(spec, trace=True), train(spec, trace=False)
     assert traced.final_loss == untraced.final_loss
     assert untraced.trace["step"].shape == (0,) and untraced.trace["grad_norm"].shape == (0, 4)
