@@ -17,6 +17,8 @@ from worker.activations import Activation
 
 def norms(tensors: list[Tensor]) -> Tensor:
     """The L2 norm of each tensor, as one (n,) tensor."""
+    # Summed in float32, as clip_grad_norm_ does: entries below ~1e-19 lose precision in
+    # their squares and below ~1e-23 add nothing. float64 would fix that at 3-10x the cost on a CPU.
     return torch.stack(torch._foreach_norm(tensors))
 
 
