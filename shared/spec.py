@@ -121,6 +121,8 @@ class ExperimentSpec(BaseModel):
                 "dataset",
                 f"dataset {self.dataset!r} does not fit arch {self.arch!r}: use one of {', '.join(allowed)}"
             )
+        if self.norm == "batchnorm" and self.batch_size < 2:
+            raise SpecError("batch_size", "norm 'batchnorm' needs batch_size >= 2: it normalizes over the batch")
         over = cost(self)
         if over > LIMITS.cost:
             raise SpecError(

@@ -136,6 +136,7 @@ TOO_MANY_TRACE_VALUES = {"depth": LIMITS.depth, "width": 1, "batch_size": 1, "st
         ({"arch": "rnn"}, ["arch"], "not available yet"),
         ({"arch": "transformer"}, ["arch"], "mlp"),
         ({"dataset": "adding"}, ["dataset"], "does not fit arch"),
+        ({"norm": "batchnorm", "batch_size": 1}, ["batch_size"], "batchnorm' needs batch_size >= 2"),
         (TOO_COSTLY, ["cost"], f"over the limit of {LIMITS.cost:.3g}"),
         (TOO_MANY_TRACE_VALUES, ["trace_every"], f"over the limit of {LIMITS.trace_values:,}"),
     ],
