@@ -2,12 +2,16 @@
 
 Rules are checked in order of what most needs fixing first, causes before
 symptoms: a run that diverged is reported as such even if its units also died on
-the way; dead or saturated units before the exploding or vanishing gradient they cause.
+the way; dead or saturated units before the exploding or vanishing gradient they
+cause. Each finding carries a spec change that can be submitted as is.
 """
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
+from pydantic import ValidationError
 
 from shared.spec import ExperimentSpec
 
@@ -31,6 +35,26 @@ SATURATED_MEAN = 0.5
 SATURATING = ("sigmoid", "tanh")
 # A loss that fell by less than this share of its first value has barely moved.
 STALLED = 0.02
+# Clipping that changes the gradient this often is a smaller learning rate in disguise.
+CLIPPED_MOSTLY = 0.9
+NORM_CLIPPING = {"mode": "norm", "threshold": 1.0}
+
+# The init that keeps each activation's signal at scale (Glorot & Bengio 2010; He et al. 2015;
+# Klambauer et al. 2017 for SELU).
+MATCHED_INIT = {"sigmoid": "xavier_normal", "tanh": "xavier_normal", "linear": "xavier_normal",
+                "selu": "lecun_normal"}
+
+
+def matched_init(activation: str) -> str:
+    return MATCHED_INIT.get(activation, "kaiming_normal")
+
+
+@dataclass
+class Finding:
+    verdict: str
+    reasons: list[str]
+    advice: list[str] = field(default_factory=list)
+    fix: dict = field(default_factory=dict)  # spec fields to change
 
 
 def _number(value: float) -> float | None:
@@ -52,17 +76,30 @@ def _ratio(row: np.ndarray, depth: int) -> float | None:
     return first / last
 
 
-def evidence(trace: dict[str, np.ndarray]) -> dict[str, float | None]:
+def _above(value: float | None, bound: float) -> bool:
+    return value is not None and value > bound
+
+
+def _below(value: float | None, bound: float) -> bool:
+    return value is not None and value < bound
+
+
+def evidence(trace: dict[str, np.ndarray], diverged_step: int | None = None) -> dict[str, float | None]:
     """The numbers the rules look at, from a run's whole trace (rows x layers, output layer last)."""
     grad = trace["grad_norm"]
     depth = grad.shape[1] - 1 if grad.ndim == 2 and len(grad) else 0
     found: dict[str, float | None] = {"depth": depth}
+    if diverged_step is not None:
+        found["diverged_step"] = diverged_step
     if not depth:
         return found
     found["step0_grad_ratio"] = _ratio(grad[0], depth)
     found["step0_signal_ratio"] = _ratio(trace["act_grad_norm"][0], depth)
+    found["final_grad_ratio"] = _ratio(grad[-1], depth)
     total = trace["total_grad_norm"][np.isfinite(trace["total_grad_norm"])]
     found["grad_norm_growth"] = _number(total.max() / total[0]) if len(total) and total[0] > 0 else None
+    found["grad_norm_median"] = _number(np.median(total)) if len(total) else None
+    found["clipped_share"] = _number(np.mean(trace["clipped"])) if len(trace["clipped"]) else None
     dead = trace["dead_fraction"][-1, :depth]
     saturated = trace["saturated_fraction"][-1, :depth]
     found["dead_fraction_mean"] = _number(dead.mean())
@@ -73,89 +110,140 @@ def evidence(trace: dict[str, np.ndarray]) -> dict[str, float | None]:
     return found
 
 
-def _above(value: float | None, bound: float) -> bool:
-    return value is not None and value > bound
+def _ratios(found: dict) -> str:
+    return (
+        f"at step 0 the first hidden layer's weight gradient is {_fmt(found.get('step0_grad_ratio'))}x the last "
+        f"hidden layer's, and the backpropagated signal {_fmt(found.get('step0_signal_ratio'))}x"
+    )
 
 
-def _below(value: float | None, bound: float) -> bool:
-    return value is not None and value < bound
+def _smaller_lr(spec: ExperimentSpec) -> str:
+    return f"lower the learning rate (try lr {spec.lr / 10:.3g})"
+
+
+def _diverged(spec: ExperimentSpec, found: dict) -> Finding | None:
+    if "diverged_step" not in found:
+        return None
+    reasons = [f"the loss became NaN or infinite at step {found['diverged_step']}"]
+    if _above(found.get("grad_norm_growth"), 1):
+        reasons.append(f"the global gradient norm grew {_fmt(found['grad_norm_growth'])}x before that")
+    advice = [_smaller_lr(spec), "clip gradients by norm (clipping: {\"mode\": \"norm\", \"threshold\": 1.0})",
+              "add normalization (norm: batchnorm)"]
+    return Finding("diverged", reasons, advice, {"lr": spec.lr / 10})
+
+
+def _dead_units(spec: ExperimentSpec, found: dict) -> Finding | None:
+    if spec.activation in SATURATING or not (
+        _above(found.get("dead_fraction_mean"), DEAD_MEAN) or (found.get("dead_fraction_max") or 0) >= DEAD_LAYER
+    ):
+        return None
+    reasons = [
+        f"at the end {_fmt(100 * found['dead_fraction_mean'])}% of hidden units (mean over layers) output zero "
+        f"or less for every example; the worst layer has {_fmt(100 * found['dead_fraction_max'])}% dead"
+    ]
+    advice = ["use leaky_relu (or elu/gelu), whose gradient is never exactly zero",
+              _smaller_lr(spec) + ": large updates push units into the dead zone",
+              "use kaiming_normal initialization (zero biases)"]
+    fix = {"activation": "leaky_relu"} if spec.activation == "relu" else {"lr": spec.lr / 10}
+    return Finding("dead_units", reasons, advice, fix)
+
+
+def _saturated(spec: ExperimentSpec, found: dict) -> Finding | None:
+    if spec.activation not in SATURATING or not _above(found.get("saturated_fraction_mean"), SATURATED_MEAN):
+        return None
+    reasons = [
+        f"{_fmt(100 * found['saturated_fraction_mean'])}% of hidden {spec.activation} activations sit where the "
+        "derivative is below 1% of its maximum: the gradient cannot pass them",
+        _ratios(found),
+    ]
+    advice = ["use xavier initialization: it keeps pre-activations in the activation's linear range",
+              "add normalization before the activation (norm: batchnorm)",
+              "or switch to relu with kaiming initialization"]
+    fix = {"init": "xavier_normal"} if not spec.init.startswith("xavier") else {"norm": "batchnorm"}
+    return Finding("saturated", reasons, advice, fix)
+
+
+def _exploding(spec: ExperimentSpec, found: dict) -> Finding | None:
+    by_depth = _above(found.get("step0_grad_ratio"), EXPLODING_RATIO) or _above(
+        found.get("step0_signal_ratio"), EXPLODING_SIGNAL
+    )
+    by_time = _above(found.get("grad_norm_growth"), EXPLODING_GROWTH)
+    if not (by_depth or by_time):
+        return None
+    reasons = []
+    if by_depth:
+        reasons.append(_ratios(found) + ": the gradient grows on its way back to the input")
+    if by_time:
+        reasons.append(f"the global gradient norm grew {_fmt(found['grad_norm_growth'])}x during training")
+    advice = ["use an initialization that keeps the signal's scale: xavier for tanh/sigmoid, kaiming for ReLU",
+              "clip gradients by norm (clipping: {\"mode\": \"norm\", \"threshold\": 1.0})", _smaller_lr(spec)]
+    init = matched_init(spec.activation)
+    fix = {"init": init} if spec.init != init else {"clipping": NORM_CLIPPING}
+    return Finding("exploding", reasons, advice, fix)
+
+
+def _vanishing(spec: ExperimentSpec, found: dict) -> Finding | None:
+    signal = found.get("step0_signal_ratio")
+    if not (_below(found.get("step0_grad_ratio"), VANISHING_RATIO) or _below(signal, VANISHING_SIGNAL)):
+        return None
+    per_layer = signal ** (-1 / (found["depth"] - 1)) if signal else None
+    reasons = [_ratios(found) + f": the signal shrinks about {_fmt(per_layer)}x per layer on its way back"]
+    if found.get("final_grad_ratio") is not None:
+        reasons.append(f"at the last traced step the weight-gradient ratio is {_fmt(found['final_grad_ratio'])}")
+    advice = ["use relu (or another ReLU-family activation) with kaiming initialization",
+              "add normalization (norm: batchnorm) or residual connections (residual: true)",
+              "use fewer layers"]
+    if spec.activation in SATURATING:
+        fix = {"activation": "relu", "init": "kaiming_normal"}
+    elif spec.init != matched_init(spec.activation):
+        fix = {"init": matched_init(spec.activation)}
+    elif spec.norm == "none":
+        fix = {"norm": "batchnorm"}
+    else:
+        fix = {"residual": True}
+    return Finding("vanishing", reasons, advice, fix)
+
+
+def _healthy(spec: ExperimentSpec, found: dict) -> Finding:
+    reasons = [_ratios(found) + ": the gradient reaches every layer"] if found["depth"] >= 2 else []
+    return Finding("healthy", reasons)
+
+
+RULES: tuple[Callable[[ExperimentSpec, dict], Finding | None], ...] = (
+    _diverged, _dead_units, _saturated, _exploding, _vanishing,
+)
+
+
+def _suggested_spec(spec: ExperimentSpec, fix: dict) -> dict | None:
+    """The run's spec with the fix applied, valid as it stands, or None if there is none."""
+    if not fix:
+        return None
+    try:
+        return ExperimentSpec.model_validate({**spec.model_dump(mode="json"), **fix}).model_dump(mode="json")
+    except ValidationError:
+        return None
 
 
 def diagnose(spec: ExperimentSpec, trace: dict[str, np.ndarray], diverged_step: int | None) -> dict:
-    """The verdict, the reasons with their numbers, the advice and the evidence for one run."""
-    found = evidence(trace)
-    depth = found["depth"]
-    grad_ratio, signal_ratio = found.get("step0_grad_ratio"), found.get("step0_signal_ratio")
-    growth = found.get("grad_norm_growth")
-    smaller_lr = f"lower the learning rate (try lr {spec.lr / 10:.3g})"
-    clip = 'clip gradients by norm (clipping: {"mode": "norm", "threshold": 1.0})'
-    ratios = (
-        f"at step 0 the first hidden layer's weight gradient is {_fmt(grad_ratio)}x the last hidden "
-        f"layer's, and the backpropagated signal {_fmt(signal_ratio)}x"
-    )
-
-    if diverged_step is not None:
-        verdict = "diverged"
-        reasons = [f"the loss became NaN or infinite at step {diverged_step}"]
-        if _above(growth, 1):
-            reasons.append(f"the global gradient norm grew {_fmt(growth)}x before that")
-        advice = [smaller_lr, clip, "add normalization (norm: batchnorm)"]
-        found["diverged_step"] = diverged_step
-    elif spec.activation not in SATURATING and (
-        _above(found.get("dead_fraction_mean"), DEAD_MEAN) or (found.get("dead_fraction_max") or 0) >= DEAD_LAYER
-    ):
-        verdict = "dead_units"
-        reasons = [
-            f"at the end {_fmt(100 * found['dead_fraction_mean'])}% of hidden units (mean over layers) output "
-            f"zero or less for every example; the worst layer has {_fmt(100 * found['dead_fraction_max'])}% dead"
-        ]
-        advice = [
-            "use leaky_relu (or elu/gelu), whose gradient is never exactly zero",
-            smaller_lr + ": large updates push units into the dead zone",
-            "use kaiming_normal initialization (zero biases)",
-        ]
-    elif spec.activation in SATURATING and _above(found.get("saturated_fraction_mean"), SATURATED_MEAN):
-        verdict = "saturated"
-        reasons = [
-            f"{_fmt(100 * found['saturated_fraction_mean'])}% of hidden {spec.activation} activations sit where "
-            "the derivative is below 1% of its maximum: the gradient cannot pass them",
-            ratios,
-        ]
-        advice = [
-            "use xavier initialization: it keeps pre-activations in the activation's linear range",
-            "add normalization before the activation (norm: batchnorm)",
-            "or switch to relu with kaiming initialization",
-        ]
-    elif _above(grad_ratio, EXPLODING_RATIO) or _above(signal_ratio, EXPLODING_SIGNAL) or _above(
-        growth, EXPLODING_GROWTH
-    ):
-        verdict = "exploding"
-        reasons = []
-        if _above(grad_ratio, EXPLODING_RATIO) or _above(signal_ratio, EXPLODING_SIGNAL):
-            reasons.append(ratios + ": the gradient grows on its way back to the input")
-        if _above(growth, EXPLODING_GROWTH):
-            reasons.append(f"the global gradient norm grew {_fmt(growth)}x during training")
-        advice = [
-            "use an initialization that keeps the signal's scale: xavier for tanh/sigmoid, kaiming for ReLU",
-            clip,
-            smaller_lr,
-        ]
-    elif _below(grad_ratio, VANISHING_RATIO) or _below(signal_ratio, VANISHING_SIGNAL):
-        verdict = "vanishing"
-        per_layer = signal_ratio ** (-1 / (depth - 1)) if signal_ratio else None
-        reasons = [ratios + f": the signal shrinks about {_fmt(per_layer)}x per layer on its way back"]
-        advice = [
-            "use relu (or another ReLU-family activation) with kaiming initialization",
-            "add normalization (norm: batchnorm) or residual connections (residual: true)",
-            "use fewer layers",
-        ]
-    else:
-        verdict = "healthy"
-        reasons = [ratios + ": the gradient reaches every layer"] if depth >= 2 else []
-        advice = []
+    """The verdict, the reasons with their numbers, the advice, the evidence and a spec to try next."""
+    found = evidence(trace, diverged_step)
+    finding = next((f for rule in RULES if (f := rule(spec, found)) is not None), None) or _healthy(spec, found)
     first, last = found.get("loss_first"), found.get("loss_last")
-    if verdict != "diverged" and first is not None and last is not None:
-        reasons.append(f"the loss went from {_fmt(first)} to {_fmt(last)}")
-        if verdict == "healthy" and last > first * (1 - STALLED):
-            advice.append("the loss barely moved: try a larger learning rate, adam, or more steps")
-    return {"verdict": verdict, "reasons": reasons, "advice": advice, "evidence": found}
+    if finding.verdict != "diverged" and first is not None and last is not None:
+        finding.reasons.append(f"the loss went from {_fmt(first)} to {_fmt(last)}")
+        if finding.verdict == "healthy" and last > first * (1 - STALLED):
+            finding.advice.append("the loss barely moved: try a larger learning rate, adam, or more steps")
+    if spec.clipping is not None and _above(found.get("clipped_share"), CLIPPED_MOSTLY):
+        finding.reasons.append(
+            f"clipping changed the gradient on {_fmt(100 * found['clipped_share'])}% of traced steps (median "
+            f"gradient norm {_fmt(found.get('grad_norm_median'))}, threshold {_fmt(spec.clipping.threshold)})"
+        )
+        finding.advice.append("the clipping threshold sits below the usual gradient norm: it acts as a smaller "
+                              "learning rate; raise it if training is slow")
+    return {
+        "verdict": finding.verdict,
+        "reasons": finding.reasons,
+        "advice": finding.advice,
+        "evidence": found,
+        "suggested_spec": _suggested_spec(spec, finding.fix),
+    }

@@ -47,3 +47,25 @@ def test_vanishing_reports_the_ratio():
     evidence = diagnose(spec, result.trace, None)["evidence"]
     assert evidence["step0_grad_ratio"] < 1e-3
     assert evidence["step0_signal_ratio"] < 1e-2
+
+
+@pytest.mark.parametrize("verdict", ["vanishing", "saturated", "exploding"])
+def test_the_suggested_spec_is_submittable_and_fixes_the_problem(verdict):
+    spec = ExperimentSpec(**CASES[verdict])
+    suggested = diagnose(spec, train(spec).trace, None)["suggested_spec"]
+    assert suggested is not None and suggested != spec.model_dump(mode="json")
+    fixed = ExperimentSpec.model_validate(suggested)  # valid as it stands, strict types and all
+    result = train(fixed)
+    assert diagnose(fixed, result.trace, result.diverged_step)["verdict"] != verdict
+
+
+def test_healthy_runs_suggest_nothing():
+    spec = ExperimentSpec(**CASES["healthy"])
+    assert diagnose(spec, train(spec).trace, None)["suggested_spec"] is None
+
+
+def test_clipping_on_every_step_is_called_out():
+    spec = ExperimentSpec(depth=4, width=16, steps=20, clipping={"mode": "norm", "threshold": 1e-4})
+    diagnosis = diagnose(spec, train(spec).trace, None)
+    assert diagnosis["evidence"]["clipped_share"] == 1.0
+    assert any("clipping changed the gradient on 100% of traced steps" in r for r in diagnosis["reasons"])
