@@ -1,15 +1,19 @@
 """Traces as the client asked for them: JSON (NaN and ±inf as null), npz or csv (both keep every value).
 
 The arrays come from `Store.read_traces`: `step` (rows,), step metrics (rows,),
-layer metrics (rows, layers). A trace can hold millions of values, so numbers
+layer metrics (rows, layers), time metrics of arch rnn (rows, seq_len). A trace can hold millions of values, so numbers
 are turned into text by numpy, a block of rows at a time, and the JSON and CSV
 answers are streamed rather than built whole in memory.
 
-- json: `{"layers", "steps", <metric>: ...}`, layer metrics as one list per traced step.
-- npz: `steps`, `layers` (names), `layer_kinds`, then each metric: float32, `clipped` bool.
+- json: `{"layers", "steps", <metric>: ...}`, layer and time metrics as one list per traced step.
+- npz: `steps`, `layers` (names), `layer_kinds`, then each metric: float32 (time metrics 2-D,
+  rows x seq_len), `clipped` bool.
 - csv: header `step,layer,<layer metrics>,<step metrics>`, one line per (step, layer),
   the step metrics repeated on each; with no layer metric asked for, `step,<step metrics>`,
-  one line per step. `nan`, `inf` and `-inf` are written as such; `clipped` is 0/1.
+  one line per step. With time metrics (arch rnn), the header ends `time,<time metrics>`, and
+  each step's lines are followed by one line per time step (0 first) that holds only the step,
+  the time step and the time metrics; the other lines leave those cells empty.
+  `nan`, `inf` and `-inf` are written as such; `clipped` is 0/1.
 """
 
 import io
@@ -19,9 +23,9 @@ from collections.abc import Callable, Iterator
 import numpy as np
 from flask import Response
 
-from shared.traces import LAYER_METRICS, STEP_METRICS
+from shared.traces import LAYER_METRICS, STEP_METRICS, TIME_METRICS
 
-METRICS = STEP_METRICS + LAYER_METRICS
+METRICS = STEP_METRICS + LAYER_METRICS + TIME_METRICS
 # Values turned into text at once: bounds the memory of the numpy string arrays (128 bytes a value).
 BLOCK_VALUES = 1 << 16
 
@@ -95,26 +99,34 @@ def _csv_lines(layers: list[dict], arrays: Arrays) -> Iterator[str]:
     """The CSV text, a block of steps at a time."""
     layer_metrics = [name for name in arrays if name in LAYER_METRICS]
     step_metrics = [name for name in arrays if name in STEP_METRICS]
+    time_metrics = [name for name in arrays if name in TIME_METRICS]
     names = [_csv_field(layer["name"]) for layer in layers]
-    if layer_metrics:
-        yield ",".join(["step", "layer", *layer_metrics, *step_metrics]) + "\n"
-    else:
-        yield ",".join(["step", *step_metrics]) + "\n"
-    values_per_step = (len(layers) if layer_metrics else 1) * (2 + len(layer_metrics) + len(step_metrics))
+    main = ["layer", *layer_metrics] if layer_metrics else []
+    main += step_metrics
+    time_columns = ["time", *time_metrics] if time_metrics else []
+    yield ",".join(["step", *main, *time_columns]) + "\n"
+    time_steps = arrays[time_metrics[0]].shape[1] if time_metrics else 0
+    main_blank, time_blank = [""] * len(time_columns), [""] * len(main)
+    values_per_step = (len(layers) if layer_metrics else 1) * (1 + len(main)) + time_steps * (2 + len(time_metrics))
     for block in _row_blocks(len(arrays["step"]), values_per_step):
         steps = arrays["step"][block].tolist()
         step_cells = [_as_text(arrays[name][block]).tolist() for name in step_metrics]
         tails = list(zip(*step_cells)) if step_cells else [()] * len(steps)
         if layer_metrics:
             layer_cells = _as_text(np.stack([arrays[name][block] for name in layer_metrics], axis=-1)).tolist()
-            lines = [
-                [str(step), name, *values, *tail]
+            per_step = [
+                [[str(step), name, *values, *tail, *main_blank] for name, values in zip(names, row)]
                 for step, row, tail in zip(steps, layer_cells, tails)
-                for name, values in zip(names, row)
             ]
+        elif main:
+            per_step = [[[str(step), *tail, *main_blank]] for step, tail in zip(steps, tails)]
         else:
-            lines = [[str(step), *tail] for step, tail in zip(steps, tails)]
-        yield "".join(",".join(line) + "\n" for line in lines)
+            per_step = [[] for _ in steps]
+        if time_metrics:
+            time_cells = _as_text(np.stack([arrays[name][block] for name in time_metrics], axis=-1)).tolist()
+            for lines, step, row in zip(per_step, steps, time_cells):
+                lines.extend([str(step), *time_blank, str(t), *values] for t, values in enumerate(row))
+        yield "".join(",".join(line) + "\n" for lines in per_step for line in lines)
 
 
 def as_csv(experiment_id: str, layers: list[dict], arrays: Arrays) -> Response:

@@ -27,7 +27,7 @@ Init = Literal[
     "normal",
 ]
 Norm = Literal["none", "batchnorm", "layernorm"]
-Dataset = Literal["spirals", "digits", "adding", "random"]
+Dataset = Literal["spirals", "digits", "shapes", "adding", "copy_first", "random"]
 Optimizer = Literal["sgd", "momentum", "adam"]
 Device = Literal["auto", "cpu", "cuda"]
 Cell = Literal["rnn", "lstm", "gru"]
@@ -38,12 +38,24 @@ ALIASES = {
 }
 DEFAULT_DATASET = {"mlp": "spirals", "cnn": "digits", "rnn": "adding"}
 # The architectures whose worker side exists; the others answer 422.
-SUPPORTED_ARCHS = ("mlp",)
-DATASETS_BY_ARCH = {"mlp": ("spirals", "digits", "random")}
+SUPPORTED_ARCHS = ("mlp", "cnn", "rnn")
+DATASETS_BY_ARCH = {
+    "mlp": ("spirals", "digits", "random"),
+    "cnn": ("digits", "shapes", "random"),
+    "rnn": ("adding", "copy_first", "random"),
+}
 
 # (input features, classes) of each dataset for the MLP; `random` is width-wide.
 DATASET_SHAPES = {"spirals": (2, 2), "digits": (64, 10)}
 RANDOM_CLASSES = 10
+# Images for the CNN are IMAGE_SIZE x IMAGE_SIZE: (channels, classes) of each dataset.
+IMAGE_SIZE = 8
+IMAGE_SHAPES = {"digits": (1, 10), "shapes": (3, 6), "random": (3, RANDOM_CLASSES)}
+# Sequences for the RNN: (features per time step, outputs); `adding` is a regression (one output).
+SEQUENCE_SHAPES = {"adding": (2, 1), "copy_first": (4, 4), "random": (8, RANDOM_CLASSES)}
+REGRESSION_DATASETS = ("adding",)
+# Gate blocks of each recurrent cell: its weight matrices are gates x width tall.
+CELL_GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 
 
 class SpecError(ValueError):
@@ -121,6 +133,10 @@ class ExperimentSpec(BaseModel):
                 "dataset",
                 f"dataset {self.dataset!r} does not fit arch {self.arch!r}: use one of {', '.join(allowed)}"
             )
+        if self.arch == "rnn" and self.norm != "none":
+            raise SpecError("norm", "norm applies to arch 'mlp' and 'cnn': use norm 'none' with arch 'rnn'")
+        if self.arch == "rnn" and self.residual:
+            raise SpecError("residual", "residual applies to arch 'mlp' and 'cnn': use residual false with arch 'rnn'")
         if self.norm == "batchnorm" and self.batch_size < 2:
             raise SpecError("batch_size", "norm 'batchnorm' needs batch_size >= 2: it normalizes over the batch")
         over = cost(self)
@@ -140,14 +156,27 @@ class ExperimentSpec(BaseModel):
         return self
 
     def dims(self) -> tuple[int, int]:
-        """Input features and number of classes of the spec's dataset."""
+        """Inputs and outputs of the spec's dataset: features (mlp), channels (cnn) or
+        features per time step (rnn), and classes (1 for a regression)."""
+        if self.arch == "cnn":
+            return IMAGE_SHAPES[self.dataset]
+        if self.arch == "rnn":
+            return SEQUENCE_SHAPES[self.dataset]
         if self.dataset == "random":
             return self.width, RANDOM_CLASSES
         return DATASET_SHAPES[self.dataset]
 
+    def is_regression(self) -> bool:
+        """Whether the loss is the mean squared error and accuracy has no meaning."""
+        return self.dataset in REGRESSION_DATASETS and self.arch == "rnn"
+
     def layer_count(self) -> int:
-        """Weighted layers that the trace has: every hidden block plus the output layer."""
+        """Weighted layers that the trace has: every hidden block (conv block, recurrent layer) plus the output layer."""
         return self.depth + 1
+
+    def time_steps(self) -> int:
+        """The second dimension of `time_grad_norm`: seq_len for arch rnn, 0 (no time trace) otherwise."""
+        return self.seq_len if self.arch == "rnn" else 0
 
     def traced_steps(self) -> list[int]:
         """The optimizer steps that get a trace row: every k-th, plus the last."""
@@ -164,13 +193,23 @@ class ExperimentSpec(BaseModel):
 def cost(spec: ExperimentSpec) -> float:
     """Multiply-accumulates of the weighted layers' forward passes, summed over the run."""
     inputs, classes = spec.dims()
-    per_example = inputs * spec.width + (spec.depth - 1) * spec.width**2 + spec.width * classes
+    width, depth = spec.width, spec.depth
+    if spec.arch == "cnn":
+        # 3x3 convolutions with padding keep every block at IMAGE_SIZE x IMAGE_SIZE positions.
+        per_example = (inputs * width + (depth - 1) * width**2) * 9 * IMAGE_SIZE**2 + width * classes
+    elif spec.arch == "rnn":
+        # Every time step of every layer multiplies [input, hidden] by a (gates*width) x (in+width) matrix.
+        gates = CELL_GATES[spec.cell]
+        per_step = gates * ((inputs + width) * width + (depth - 1) * 2 * width * width)
+        per_example = spec.seq_len * per_step + width * classes
+    else:
+        per_example = inputs * width + (depth - 1) * width**2 + width * classes
     return float(per_example) * spec.batch_size * spec.steps
 
 
 def trace_values(spec: ExperimentSpec) -> int:
-    """How many per-layer values the full trace of the spec holds."""
-    from shared.traces import LAYER_METRICS
+    """How many values the full trace of the spec holds: per layer, and per time step for rnn."""
+    from shared.traces import LAYER_METRICS, TIME_METRICS
 
     rows = -(-spec.steps // spec.trace_every) + 1
-    return rows * spec.layer_count() * len(LAYER_METRICS)
+    return rows * (spec.layer_count() * len(LAYER_METRICS) + spec.time_steps() * len(TIME_METRICS))

@@ -13,7 +13,7 @@ from typing import Any
 
 from redis import Redis
 
-from shared.traces import ALL_METRICS, TraceChunk, from_bytes
+from shared.traces import ALL_METRICS, TIME_METRICS, TraceChunk, from_bytes, time_steps
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED = ("succeeded", "failed", "cancelled")
@@ -236,8 +236,10 @@ class Store:
         self, experiment_id: str, metrics: Iterable[str] = ALL_METRICS, *, tenant: str | None = None
     ) -> tuple[list[dict], dict[str, Any]]:
         """The layers and the traced arrays so far, read in one transaction so rows agree."""
-        self.get(experiment_id, tenant=tenant)
-        metrics = list(dict.fromkeys(["step", *metrics]))
+        record = self.get(experiment_id, tenant=tenant)
+        # Time metrics exist only for archs with a time axis (rnn); the others leave them out.
+        steps_in_time = time_steps(record["spec"])
+        metrics = [m for m in dict.fromkeys(["step", *metrics]) if steps_in_time or m not in TIME_METRICS]
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.hmget(exp_key(experiment_id), "layers", "rows")
             for metric in metrics:
@@ -247,7 +249,7 @@ class Store:
         rows = int(rows_raw or 0)
         arrays = {}
         for metric, blob in zip(metrics, blobs):
-            array = from_bytes(metric, blob or b"", len(layers))
+            array = from_bytes(metric, blob or b"", len(layers), steps_in_time)
             arrays[metric] = array[:rows]
         return layers, arrays
 

@@ -22,19 +22,23 @@ LAYER_METRICS = (
 )
 # Per traced step: arrays of shape (rows,).
 STEP_METRICS = ("loss", "accuracy", "total_grad_norm", "clipped")
+# Per traced step and time step (arch rnn): arrays of shape (rows, time steps), first time step
+# first. Other archs have no time axis: (rows, 0), stored as no bytes and left out at the API.
+TIME_METRICS = ("time_grad_norm",)
 
 # Little-endian on the wire and in Redis, whatever the host.
 DTYPES: dict[str, np.dtype] = {
     "step": np.dtype("<i4"),
     "clipped": np.dtype("u1"),
-    **{name: np.dtype("<f4") for name in LAYER_METRICS + STEP_METRICS if name != "clipped"},
+    **{name: np.dtype("<f4") for name in LAYER_METRICS + STEP_METRICS + TIME_METRICS if name != "clipped"},
 }
-ALL_METRICS = ("step",) + STEP_METRICS + LAYER_METRICS
+ALL_METRICS = ("step",) + STEP_METRICS + LAYER_METRICS + TIME_METRICS
 
 
 @dataclass
 class TraceChunk:
-    """Consecutive traced rows: `step` (rows,), step metrics (rows,), layer metrics (rows, layers)."""
+    """Consecutive traced rows: `step` (rows,), step metrics (rows,), layer metrics (rows, layers),
+    time metrics (rows, time steps)."""
 
     arrays: dict[str, np.ndarray]
 
@@ -50,12 +54,18 @@ class TraceChunk:
         }
 
 
-def from_bytes(name: str, blob: bytes, layers: int) -> np.ndarray:
-    """The array of one metric from its stored bytes: (rows,) or (rows, layers)."""
+def time_steps(spec: dict) -> int:
+    """The second dimension of a stored spec's time metrics: its seq_len for arch rnn, else 0."""
+    return int(spec.get("seq_len", 0)) if spec.get("arch") == "rnn" else 0
+
+
+def from_bytes(name: str, blob: bytes, layers: int, steps_in_time: int = 0) -> np.ndarray:
+    """The array of one metric from its stored bytes: (rows,), (rows, layers) or (rows, steps_in_time)."""
     array = np.frombuffer(blob, dtype=DTYPES[name])
-    if name in LAYER_METRICS:
-        if not layers:  # none recorded yet (a queued run): numpy cannot reshape to width 0 with -1
-            return array[:0].reshape(0, 0)
-        usable = len(array) - len(array) % layers
-        return array[:usable].reshape(-1, layers)
-    return array
+    columns = layers if name in LAYER_METRICS else steps_in_time if name in TIME_METRICS else None
+    if columns is None:
+        return array
+    if not columns:  # none recorded yet (a queued run), or no time axis: numpy cannot reshape to width 0 with -1
+        return array[:0].reshape(0, 0)
+    usable = len(array) - len(array) % columns
+    return array[:usable].reshape(-1, columns)

@@ -12,12 +12,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from shared.spec import RANDOM_CLASSES, ExperimentSpec
+from shared.spec import IMAGE_SIZE, RANDOM_CLASSES, ExperimentSpec
 
 SPIRAL_POINTS = 2000  # both arms together
 SPIRAL_TURNS = 1.5
 SPIRAL_NOISE = 0.3  # in the units of the spiral's radius, which grows to 3 pi
 RANDOM_POINTS = 2048
+SHAPES_POINTS = 2048
+BAR_LENGTH = 4
+SHAPES_NOISE = 0.3
+SEQUENCES = 2048  # sequences of `adding` and `copy_first`
 # Batch indices are moved to the device this many steps at a time, so that drawing
 # them costs one transfer per block rather than one per step.
 BLOCK_VALUES = 1 << 20
@@ -36,7 +40,8 @@ def derive_seed(seed: int, stream: str) -> int:
 
 @dataclass
 class Dataset:
-    """A classification dataset on the device: inputs (n, features) float32, labels (n,) int64."""
+    """A dataset on the device: inputs float32 (n, features), (n, channels, height, width) or
+    (n, time, features); labels (n,) int64, or float32 targets of a regression (classes 1)."""
 
     x: Tensor
     y: Tensor
@@ -73,6 +78,47 @@ def _standardize(x: np.ndarray) -> np.ndarray:
     return scaled.astype(np.float32)
 
 
+def shapes(rng: np.random.Generator, points: int = SHAPES_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """3 x 8 x 8 noisy images, each with one bar of BAR_LENGTH pixels, horizontal or vertical, in red, green
+    or blue, at a random place: 6 classes (class = 3 * vertical + colour), so a model needs both where the
+    pixels are and which channel holds them."""
+    labels = rng.integers(0, 6, points)
+    vertical, colour = labels // 3, labels % 3
+    x = rng.normal(0.0, SHAPES_NOISE, (points, 3, IMAGE_SIZE, IMAGE_SIZE))
+    along = rng.integers(0, IMAGE_SIZE - BAR_LENGTH + 1, points)
+    across = rng.integers(0, IMAGE_SIZE, points)
+    for k in range(BAR_LENGTH):
+        rows = np.where(vertical == 1, along + k, across)
+        cols = np.where(vertical == 1, across, along + k)
+        x[np.arange(points), colour, rows, cols] += 1.0
+    # Standardized per channel (not per pixel): a bar looks the same wherever it lies.
+    x = (x - x.mean(axis=(0, 2, 3), keepdims=True)) / x.std(axis=(0, 2, 3), keepdims=True)
+    return x.astype(np.float32), labels.astype(np.int64)
+
+
+def adding_problem(rng: np.random.Generator, seq_len: int, points: int = SEQUENCES) -> tuple[np.ndarray, np.ndarray]:
+    """Hochreiter & Schmidhuber 1997: (value ~ U(0, 1), marker) per step, two markers, one in each half of
+    the sequence; the target is the sum of the two marked values. Predicting the mean (1) scores MSE 1/6."""
+    values = rng.uniform(0.0, 1.0, (points, seq_len))
+    half = seq_len // 2
+    first = rng.integers(0, half, points)
+    second = rng.integers(half, seq_len, points)
+    markers = np.zeros((points, seq_len))
+    markers[np.arange(points), first] = 1.0
+    markers[np.arange(points), second] = 1.0
+    x = np.stack([values, markers], axis=2).astype(np.float32)
+    y = (values[np.arange(points), first] + values[np.arange(points), second]).astype(np.float32)
+    return x, y
+
+
+def copy_first(rng: np.random.Generator, seq_len: int, points: int = SEQUENCES) -> tuple[np.ndarray, np.ndarray]:
+    """Sequences of one-hot symbols out of 4; the label is the first symbol, which the model must carry
+    through every later step (the rest is distraction). Chance is 1/4."""
+    symbols = rng.integers(0, 4, (points, seq_len))
+    x = np.eye(4, dtype=np.float32)[symbols]
+    return x, symbols[:, 0].astype(np.int64)
+
+
 def load_dataset(spec: ExperimentSpec, device: torch.device | str) -> Dataset:
     """The spec's dataset, on the device; the same seed gives the same data everywhere."""
     rng = np.random.default_rng(derive_seed(spec.seed, "data"))
@@ -81,12 +127,21 @@ def load_dataset(spec: ExperimentSpec, device: torch.device | str) -> Dataset:
         x, y = two_spirals(rng)
     elif spec.dataset == "digits":
         x, y = _digits()
+        if spec.arch == "cnn":
+            x = x.reshape(-1, 1, IMAGE_SIZE, IMAGE_SIZE)
+    elif spec.dataset == "shapes":
+        x, y = shapes(rng)
+    elif spec.dataset == "adding":
+        x, y = adding_problem(rng, spec.seq_len)
+    elif spec.dataset == "copy_first":
+        x, y = copy_first(rng, spec.seq_len)
     elif spec.dataset == "random":
-        x = rng.standard_normal((RANDOM_POINTS, features)).astype(np.float32)
+        shape = {"mlp": (features,), "cnn": (features, IMAGE_SIZE, IMAGE_SIZE), "rnn": (spec.seq_len, features)}
+        x = rng.standard_normal((RANDOM_POINTS, *shape[spec.arch])).astype(np.float32)
         y = rng.integers(0, RANDOM_CLASSES, RANDOM_POINTS).astype(np.int64)
     else:
-        raise ValueError(f"dataset {spec.dataset!r} has no MLP version")
-    assert x.shape[1] == features, (x.shape, features)
+        raise ValueError(f"unknown dataset {spec.dataset!r}")
+    assert x.shape[-1 if spec.arch != "cnn" else 1] == features, (x.shape, features)
     return Dataset(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device), classes)
 
 

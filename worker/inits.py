@@ -14,7 +14,8 @@ KAIMING_GAIN = math.sqrt(2.0)  # He et al. 2015, for ReLU: nonlinearity="relu"
 
 
 def init_weight(weight: torch.Tensor, init: str, init_std: float = 0.01) -> None:
-    """Fill one weight tensor (out, in, ...) in place as the named init prescribes."""
+    """Fill one weight tensor (out, in, ...) in place as the named init prescribes; fan_in counts
+    the kernel's positions of a conv weight and the input (or hidden) size of a recurrent one."""
     with torch.no_grad():
         if init == "xavier_uniform":
             nn.init.xavier_uniform_(weight, gain=1.0)
@@ -60,7 +61,10 @@ def apply_init(layers: list[nn.Module], init: str, init_std: float = 0.01) -> No
     if init == "default":
         return
     for layer in layers:
-        init_weight(layer.weight, init, init_std)
-        if layer.bias is not None:
-            with torch.no_grad():
-                layer.bias.zero_()
+        # `weight` and `bias` of a Linear or Conv2d; weight_ih, weight_hh, bias_ih, bias_hh of a recurrent layer.
+        for name, param in layer.named_parameters(recurse=False):
+            if name.startswith("weight"):
+                init_weight(param, init, init_std)
+            elif name.startswith("bias"):
+                with torch.no_grad():
+                    param.zero_()

@@ -1,17 +1,21 @@
 """The models of the spec, whose forward pass can record what the tracer measures.
 
-A model here is an ordinary nn.Module with three additions the tracer relies on:
-`weighted_layers()` (input side first, output last), `layer_info()` (their names
-and kinds, as the trace's `layers`), and a `forward(x, recording)` that, when given
-a Recording, keeps each layer's pre-activation and each hidden block's activation
-input and output. Recording inside forward costs a few list appends; generic
-module hooks would cost a Python call per module per step.
+A model here is an ordinary nn.Module with a few additions the tracer relies on:
+`layer_weights()` (the weight tensors of each traced layer, input side first,
+output last), `layer_info()` (their names and kinds, as the trace's `layers`),
+`activation_shape(batch)` and `unit_dim` (how the hidden blocks' activations
+stack, and which of their dimensions counts units), and a `forward(x, recording)`
+that, when given a Recording, keeps each layer's pre-activation and each hidden
+block's activation input and output. Recording inside forward costs a few list
+appends; generic module hooks would cost a Python call per module per step.
+
+The MLP and the CNN are here; the recurrent network is in worker/recurrent.py.
 """
 
 import torch
 from torch import Tensor, nn
 
-from shared.spec import ExperimentSpec
+from shared.spec import IMAGE_SIZE, ExperimentSpec
 from worker.activations import Activation, get_activation
 from worker.datasets import derive_seed
 from worker.inits import apply_init
@@ -80,9 +84,16 @@ class MLP(nn.Module):
             recording.pre_activations.append(logits)
         return logits
 
+    # A hidden block's activations are (batch, units): dimension 1 counts units.
+    unit_dim = 1
+
     def weighted_layers(self) -> list[nn.Linear]:
         """Every weighted layer in forward order, the output layer last."""
         return [*self.hidden, self.output]
+
+    def layer_weights(self) -> list[list[Tensor]]:
+        """The weight tensors of each traced layer: one per layer."""
+        return [[layer.weight] for layer in self.weighted_layers()]
 
     def layer_info(self) -> list[dict]:
         """The trace's `layers`: name and kind of each weighted layer, in forward order."""
@@ -94,6 +105,71 @@ class MLP(nn.Module):
         """Units per hidden block: all blocks have the same, so their activations stack."""
         return self.output.in_features
 
+    def activation_shape(self, batch_size: int) -> tuple[int, ...]:
+        """The shape of one hidden block's activations for a batch."""
+        return (batch_size, self.hidden_width())
+
+
+class CNN(nn.Module):
+    """depth x [3x3 Conv (padding 1) -> optional norm -> activation], optional skips, global average pooling,
+    then a Linear to the classes. Every block keeps the image size, so all blocks' activations stack."""
+
+    # A block's activations are (batch, channels, height, width): a unit is a channel.
+    unit_dim = 1
+
+    def __init__(
+        self,
+        channels: int,
+        width: int,
+        depth: int,
+        classes: int,
+        activation: Activation,
+        norm: str = "none",
+        residual: bool = False,
+        image_size: int = IMAGE_SIZE,
+    ):
+        super().__init__()
+        self.image_size = image_size
+        self.conv = nn.ModuleList(
+            nn.Conv2d(channels if i == 0 else width, width, kernel_size=3, padding=1) for i in range(depth)
+        )
+        self.norms = nn.ModuleList(_norm_layer_2d(norm, width) for _ in range(depth)) if norm != "none" else None
+        self.activation = activation.module()
+        self.output = nn.Linear(width, classes)
+        self.skips = [residual and layer.in_channels == width for layer in self.conv]
+
+    def forward(self, x: Tensor, recording: Recording | None = None) -> Tensor:
+        """The logits; with a recording, also what the tracer measures."""
+        for i, layer in enumerate(self.conv):
+            z = layer(x)
+            h = self.norms[i](z) if self.norms is not None else z
+            a = self.activation(h)
+            if recording is not None:
+                recording.block(z, h, a)
+            x = x + a if self.skips[i] else a
+        logits = self.output(x.mean(dim=(2, 3)))
+        if recording is not None:
+            recording.pre_activations.append(logits)
+        return logits
+
+    def weighted_layers(self) -> list[nn.Module]:
+        """Every weighted layer in forward order, the output layer last."""
+        return [*self.conv, self.output]
+
+    def layer_weights(self) -> list[list[Tensor]]:
+        """The weight tensors of each traced layer: one per layer."""
+        return [[layer.weight] for layer in self.weighted_layers()]
+
+    def layer_info(self) -> list[dict]:
+        """The trace's `layers`: `conv.0` ... then `output`."""
+        return [{"name": f"conv.{i}", "kind": "conv"} for i in range(len(self.conv))] + [
+            {"name": "output", "kind": "linear"}
+        ]
+
+    def activation_shape(self, batch_size: int) -> tuple[int, ...]:
+        """The shape of one block's activations for a batch."""
+        return (batch_size, self.output.in_features, self.image_size, self.image_size)
+
 
 def _norm_layer(norm: str, width: int) -> nn.Module:
     if norm == "batchnorm":
@@ -103,23 +179,36 @@ def _norm_layer(norm: str, width: int) -> nn.Module:
     raise ValueError(f"unknown norm {norm!r}")
 
 
-def build_model(spec: ExperimentSpec) -> MLP:
+def _norm_layer_2d(norm: str, channels: int) -> nn.Module:
+    if norm == "batchnorm":
+        return nn.BatchNorm2d(channels)
+    if norm == "layernorm":
+        # LayerNorm over (channels, height, width) of each example, with a per-channel scale and shift.
+        return nn.GroupNorm(1, channels)
+    raise ValueError(f"unknown norm {norm!r}")
+
+
+def build_model(spec: ExperimentSpec) -> nn.Module:
     """The spec's model on the CPU, initialized from the spec's seed; move it to the device after."""
-    if spec.arch != "mlp":
-        raise ValueError(f"arch {spec.arch!r} has no model yet")
+    from worker.recurrent import RNN
+
     inputs, classes = spec.dims()
     # Built on the CPU from a seeded fork of the RNG: the same weights on every device,
     # and the caller's random state is left as it was.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(spec.seed, "model"))
-        model = MLP(
-            inputs,
-            spec.width,
-            spec.depth,
-            classes,
-            get_activation(spec.activation),
-            norm=spec.norm,
-            residual=spec.residual,
-        )
+        if spec.arch == "rnn":
+            model = RNN(spec.cell, inputs, spec.width, spec.depth, classes, spec.seq_len)
+        else:
+            family = {"mlp": MLP, "cnn": CNN}[spec.arch]
+            model = family(
+                inputs,
+                spec.width,
+                spec.depth,
+                classes,
+                get_activation(spec.activation),
+                norm=spec.norm,
+                residual=spec.residual,
+            )
         apply_init(model.weighted_layers(), spec.init, spec.init_std)
     return model

@@ -33,26 +33,31 @@ def activation_stats(
     activation: Activation,
     scratch: Tensor,
     work: Tensor,
+    unit_dim: int = 1,
 ) -> Tensor:
     """Per hidden block: mean, std, dead fraction, saturated fraction of its activations, as (4, blocks).
 
-    `activations` and `activation_inputs` hold one (batch, units) tensor per block;
-    `scratch` and `work` are (blocks, batch, units) tensors that this function overwrites.
-    The std is the population std over batch x units; a unit is dead when its
-    output is <= 0 for every example; an activation is saturated where
+    `activations` and `activation_inputs` hold one equally shaped tensor per block, whose
+    dimension `unit_dim` counts units: (batch, units) for an MLP, (batch, channels, height,
+    width) for a CNN (a unit is a channel), (time, batch, units) for an RNN. `scratch` and
+    `work` are (blocks, ...) tensors that this function overwrites. The std is the population
+    std over all of a block's values; a unit is dead when its output is <= 0 at every other
+    index (every example, position, time step); an activation is saturated where
     |phi'(input)| < 1 % of max phi'.
     """
-    blocks, batch, units = scratch.shape
+    blocks = scratch.shape[0]
+    count = scratch[0].numel()
     flat = scratch.view(blocks, -1)
     torch.stack(activations, out=scratch)
     mean = flat.mean(dim=1)
-    # A unit is dead when even its largest output over the batch is <= 0.
-    dead = torch.mean(scratch.amax(dim=1) <= 0, dim=1, dtype=flat.dtype)
+    # A unit is dead when even its largest output over everything else is <= 0.
+    others = tuple(dim for dim in range(1, scratch.ndim) if dim != unit_dim + 1)
+    dead = torch.mean(scratch.amax(dim=others) <= 0, dim=1, dtype=flat.dtype)
     saturated = saturated_fraction(flat, activation_inputs, activation, work.view(blocks, -1))
     # Two passes (center, then norm) rather than E[a^2] - E[a]^2, which cancels
     # badly for the near-constant outputs of saturated units.
     flat.sub_(mean.unsqueeze(1))
-    std = torch.linalg.vector_norm(flat, dim=1) / (batch * units) ** 0.5
+    std = torch.linalg.vector_norm(flat, dim=1) / count**0.5
     return torch.stack([mean, std, dead, saturated])
 
 

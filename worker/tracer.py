@@ -7,24 +7,28 @@ only sync point), turns the rows into a `TraceChunk` and reports the first step
 whose loss was not finite. What each value means is in `worker.stats`.
 """
 
+import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from shared.traces import DTYPES, LAYER_METRICS, STEP_METRICS, TraceChunk
+from shared.traces import DTYPES, LAYER_METRICS, STEP_METRICS, TIME_METRICS, TraceChunk
 from worker import stats
 from worker.activations import Activation
-from worker.models import MLP, Recording
+from worker.models import Recording
 
 CHUNK_ROWS = 256  # traced rows kept on the device between flushes
 LOSS_STEPS = 1024  # steps whose loss is kept on the device between flushes
 # Metrics that only hidden blocks have; the output layer's column is NaN (null at the API).
 HIDDEN_ONLY = ("act_mean", "act_std", "dead_fraction", "saturated_fraction")
 # Written after backward, before the update: one contiguous run of the row.
-BEFORE_UPDATE = ("loss", "accuracy", "total_grad_norm", "grad_norm", "weight_norm", "act_grad_norm") + HIDDEN_ONLY
+BEFORE_UPDATE = (
+    ("loss", "accuracy", "total_grad_norm", "grad_norm", "weight_norm", "act_grad_norm") + HIDDEN_ONLY + TIME_METRICS
+)
 # Written once the optimizer has stepped.
 AFTER_UPDATE = ("clipped", "update_ratio")
 
@@ -37,11 +41,12 @@ class Flush:
     diverged_step: int | None
 
 
-def row_layout(layers: int) -> dict[str, slice]:
-    """Where each metric sits in a device row: one value per step metric, one per layer or hidden block."""
+def row_layout(layers: int, time_steps: int = 0) -> dict[str, slice]:
+    """Where each metric sits in a device row: one value per step metric, per layer or hidden block, per time step."""
     sizes = {name: 1 for name in STEP_METRICS}
     sizes |= {name: layers for name in LAYER_METRICS}
     sizes |= {name: layers - 1 for name in HIDDEN_ONLY}
+    sizes |= {name: time_steps for name in TIME_METRICS}
     layout, start = {}, 0
     for name in BEFORE_UPDATE + AFTER_UPDATE:
         layout[name] = slice(start, start + sizes[name])
@@ -49,35 +54,69 @@ def row_layout(layers: int) -> dict[str, slice]:
     return layout
 
 
-def empty_trace(layers: int) -> dict[str, np.ndarray]:
+def empty_trace(layers: int, time_steps: int = 0) -> dict[str, np.ndarray]:
     """A trace with no rows, in the layout of `TraceChunk.arrays`."""
+    shapes = {name: (0, layers) for name in LAYER_METRICS} | {name: (0, time_steps) for name in TIME_METRICS}
     return {
-        name: np.zeros((0, layers) if name in LAYER_METRICS else (0,), DTYPES[name])
-        for name in ("step",) + STEP_METRICS + LAYER_METRICS
+        name: np.zeros(shapes.get(name, (0,)), DTYPES[name])
+        for name in ("step",) + STEP_METRICS + LAYER_METRICS + TIME_METRICS
     }
 
 
+def grouping(counts: list[int]) -> Tensor | None:
+    """The layer of each of a flat list of tensors, given how many each layer has; None when one each."""
+    if all(count == 1 for count in counts):
+        return None
+    return torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+
+
+def per_layer(norms: Tensor, groups: Tensor | None, layers: int) -> Tensor:
+    """Norms of each layer's tensors together, from the norms of the tensors one by one."""
+    if groups is None:
+        return norms
+    return norms.new_zeros(layers).index_add_(0, groups, norms.square()).sqrt_()
+
+
 class Tracer:
-    """Measures the traced steps of one run into device rows, and hands them over in chunks."""
+    """Measures the traced steps of one run into device rows, and hands them over in chunks.
+
+    A layer may have several weight tensors (a recurrent layer: input-hidden and hidden-hidden)
+    and several pre-activation tensors (a recurrent layer: one hidden state per time step);
+    its norms are over all of them together. `time_steps` > 0 also traces, per time step,
+    the norm of the loss gradient at the last recurrent layer's hidden state.
+    """
 
     def __init__(
         self,
-        model: MLP,
+        model: nn.Module,
         optimizer: torch.optim.Optimizer,
         activation: Activation,
         traced_steps: list[int],
         batch_size: int,
         device: torch.device,
         *,
+        time_steps: int = 0,
+        regression: bool = False,
         chunk_rows: int = CHUNK_ROWS,
         flush_seconds: float = 0.5,
     ):
         self.activation = activation
-        self.weights = [layer.weight for layer in model.weighted_layers()]
+        layer_weights = model.layer_weights()
+        self.weights = [w for weights in layer_weights for w in weights]
         weight_ids = {id(w) for w in self.weights}
         self.params = self.weights + [p for p in model.parameters() if id(p) not in weight_ids]
-        self.layers = len(self.weights)
-        self.layout = row_layout(self.layers)
+        self.layers = len(layer_weights)
+        self.time_steps = time_steps
+        self.regression = regression
+        self.unit_dim = model.unit_dim
+        self._weight_groups = grouping([len(weights) for weights in layer_weights])
+        grads_per_layer = [time_steps or 1] * (self.layers - 1) + [1]
+        self._grad_groups = grouping(grads_per_layer)
+        if self._weight_groups is not None:
+            self._weight_groups = self._weight_groups.to(device)
+        if self._grad_groups is not None:
+            self._grad_groups = self._grad_groups.to(device)
+        self.layout = row_layout(self.layers, time_steps)
         self.width = self.layout[AFTER_UPDATE[-1]].stop
         self.before_update = slice(0, self.layout[BEFORE_UPDATE[-1]].stop)
         self.flush_seconds = flush_seconds
@@ -88,9 +127,14 @@ class Tracer:
         self._first_loss_step = 0
         self._pending: Tensor | None = None  # the row of the step being traced, until its update
         self._flushed_at = time.monotonic()
-        self._updates = UpdateMeter(optimizer, self.weights, snapshot=bool(self._traced))
+        self._updates = UpdateMeter(
+            optimizer,
+            self.weights,
+            snapshot=bool(self._traced),
+            combine=lambda norms: per_layer(norms, self._weight_groups, self.layers),
+        )
         if self._traced:
-            hidden = (self.layers - 1, batch_size, model.hidden_width())
+            hidden = (self.layers - 1, *model.activation_shape(batch_size))
             self._scratch = torch.empty(hidden, device=device)
             self._work = torch.empty(hidden, device=device)
 
@@ -113,25 +157,42 @@ class Tracer:
         self._losses.append(loss.detach())
         if recording is None:
             return
-        layers = self.layers
-        # Every norm of the row in one foreach call, in the row's order: the layers' weight
-        # gradients, weights and pre-activation gradients; then the other gradients (biases,
-        # norm layers), which only the total needs.
+        layers, weights = self.layers, len(self.weights)
+        grads = len(recording.pre_activation_grads)
+        # Every norm of the row in one foreach call: the weight gradients, the weights and the
+        # pre-activation gradients, tensor by tensor; then the other gradients (biases, norm
+        # layers), which only the total needs.
         norms = stats.norms(
             [w.grad for w in self.weights]
             + self.weights
             + recording.pre_activation_grads
-            + [p.grad for p in self.params[layers:]]
+            + [p.grad for p in self.params[len(self.weights) :]]
         )
-        total_grad_norm = stats.global_norm(norms[:layers], norms[3 * layers :])
+        total_grad_norm = stats.global_norm(norms[:weights], norms[2 * weights + grads :])
+        if self._weight_groups is None and self._grad_groups is None:
+            layer_norms = norms[: 3 * layers]  # one tensor per layer each: already in the row's order
+        else:
+            layer_norms = torch.cat(
+                [
+                    per_layer(norms[:weights], self._weight_groups, layers),
+                    per_layer(norms[weights : 2 * weights], self._weight_groups, layers),
+                    per_layer(norms[2 * weights : 2 * weights + grads], self._grad_groups, layers),
+                ]
+            )
         activations = stats.activation_stats(
-            recording.activations, recording.activation_inputs, self.activation, self._scratch, self._work
+            recording.activations,
+            recording.activation_inputs,
+            self.activation,
+            self._scratch,
+            self._work,
+            unit_dim=self.unit_dim,
         )
-        values = [
-            torch.stack([loss.detach(), stats.batch_accuracy(logits, targets), total_grad_norm]),
-            norms[: 3 * layers],
-            activations.view(-1),
-        ]
+        accuracy = loss.new_full((), math.nan) if self.regression else stats.batch_accuracy(logits, targets)
+        values = [torch.stack([loss.detach(), accuracy, total_grad_norm]), layer_norms, activations.view(-1)]
+        if self.time_steps:
+            # The last recurrent layer's hidden states are the time_steps gradients before the output's.
+            top = 2 * weights + grads - 1 - self.time_steps
+            values.append(norms[top : top + self.time_steps])
         row = self._rows[len(self._row_steps)]
         torch.cat(values, out=row[self.before_update])
         self._updates.before_step()
@@ -191,6 +252,8 @@ class Tracer:
             if name in HIDDEN_ONLY:
                 columns = np.concatenate([columns, nan_column], axis=1)
             arrays[name] = np.ascontiguousarray(columns, DTYPES[name])
+        for name in TIME_METRICS:
+            arrays[name] = np.ascontiguousarray(table[:, self.layout[name]], DTYPES[name])
         return TraceChunk(arrays)
 
 
@@ -203,9 +266,17 @@ class UpdateMeter:
     copied before the step and subtracted after it.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, weights: list[Tensor], *, snapshot: bool = True):
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        weights: list[Tensor],
+        *,
+        snapshot: bool = True,
+        combine: Callable[[Tensor], Tensor] = lambda norms: norms,
+    ):
         self.optimizer = optimizer
         self.weights = weights
+        self.combine = combine  # per-tensor norms to per-layer norms
         group = optimizer.param_groups[0]
         self.lr = group["lr"]
         plain_sgd = (
@@ -222,13 +293,13 @@ class UpdateMeter:
             torch._foreach_copy_(self._before, self.weights)
 
     def norms(self, grad_norms: Tensor, *, clipped: bool) -> Tensor:
-        """After the optimizer step: the norm of each weight's update; `grad_norms` are the pre-clip ones."""
+        """After the optimizer step: the norm of each layer's update; `grad_norms` are the pre-clip ones."""
         if self._before is not None:
             torch._foreach_sub_(self._before, self.weights)
-            return stats.norms(self._before)
+            return self.combine(stats.norms(self._before))
         if self.momentum:
-            return stats.norms([self.optimizer.state[w]["momentum_buffer"] for w in self.weights]) * self.lr
+            return self.combine(stats.norms([self.optimizer.state[w]["momentum_buffer"] for w in self.weights])) * self.lr
         if clipped:
             # Clipping rescaled the gradients after they were measured.
-            return stats.norms([w.grad for w in self.weights]) * self.lr
+            return self.combine(stats.norms([w.grad for w in self.weights])) * self.lr
         return grad_norms * self.lr

@@ -5,6 +5,7 @@ clipping and update), clip, optimizer step, the update's size, zero_grad. The
 loop syncs with the device only when the tracer flushes.
 """
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -18,7 +19,7 @@ from shared.spec import Clipping, ExperimentSpec
 from shared.traces import TraceChunk
 from worker.activations import get_activation
 from worker.datasets import Batches, Dataset, load_dataset
-from worker.models import MLP, build_model
+from worker.models import build_model
 from worker.tracer import Tracer, empty_trace
 
 
@@ -85,19 +86,36 @@ def clip_gradients(params: list[nn.Parameter], clipping: Clipping | None) -> Ten
     return largest > clipping.threshold
 
 
+def loss_function(spec: ExperimentSpec):
+    """Cross-entropy over the classes; for a regression (the adding problem), the mean squared error."""
+    if spec.is_regression():
+        return lambda outputs, targets: F.mse_loss(outputs.squeeze(-1), targets)
+    return F.cross_entropy
+
+
+# Examples evaluated at once: bounds the memory of a wide CNN's or a long RNN's forward pass.
+EVAL_VALUES = 1 << 24
+
+
 @torch.no_grad()
-def evaluate(model: MLP, data: Dataset) -> tuple[float | None, float | None]:
-    """Loss and accuracy over the whole training set, in eval mode; None for a model that outputs NaN or inf."""
+def evaluate(model: nn.Module, data: Dataset, spec: ExperimentSpec) -> tuple[float | None, float | None]:
+    """Loss and accuracy over the whole training set, in eval mode; None for a model that outputs NaN or inf,
+    and accuracy None for a regression."""
     model.eval()
-    logits = model(data.x)
+    per_example = data.x[0].numel() + math.prod(model.activation_shape(1)) * spec.depth
+    size = max(1, EVAL_VALUES // per_example)
+    outputs = torch.cat([model(data.x[start : start + size]) for start in range(0, len(data), size)])
     model.train()
-    loss = F.cross_entropy(logits, data.y)
-    accuracy = (logits.argmax(dim=1) == data.y).float().mean()
+    loss = loss_function(spec)(outputs, data.y)
+    if spec.is_regression():
+        accuracy = torch.full_like(loss, np.nan)
+    else:
+        accuracy = (outputs.argmax(dim=1) == data.y).float().mean()
     # note: CPU-GPU sync point, once per run
     loss, accuracy = torch.stack([loss, accuracy]).tolist()
     if not np.isfinite(loss):
         return None, None  # the argmax of NaN logits is no accuracy
-    return loss, accuracy
+    return loss, accuracy if np.isfinite(accuracy) else None
 
 
 def train(
@@ -119,12 +137,17 @@ def train(
     tracer = Tracer(
         model,
         optimizer,
-        get_activation(spec.activation),
+        # A recurrent layer's hidden state is its tanh's output (for lstm and gru, gated): the spec's
+        # activation does not apply to arch rnn.
+        get_activation("tanh" if spec.arch == "rnn" else spec.activation),
         spec.traced_steps() if trace else [],
         spec.batch_size,
         where,
+        time_steps=spec.time_steps(),
+        regression=spec.is_regression(),
         flush_seconds=flush_seconds,
     )
+    compute_loss = loss_function(spec)
     layers = model.layer_info()
     device_name = str(where)
     if sink is not None:
@@ -139,7 +162,7 @@ def train(
         recording = tracer.recording(step)
 
         logits = model(x, recording)
-        loss = F.cross_entropy(logits, y)
+        loss = compute_loss(logits, y)
         tracer.backward(loss, recording)
         tracer.measure(step, loss, logits, y, recording)
         clipped = clip_gradients(params, spec.clipping)
@@ -159,7 +182,7 @@ def train(
                 break
     train_seconds = time.perf_counter() - started
 
-    final_loss, final_accuracy = evaluate(model, data)
+    final_loss, final_accuracy = evaluate(model, data, spec)
     return TrainResult(
         final_loss=final_loss,
         final_accuracy=final_accuracy,
@@ -169,11 +192,11 @@ def train(
         cancelled=cancelled,
         device=device_name,
         layers=layers,
-        trace=concatenate(chunks, len(layers)),
+        trace=concatenate(chunks, len(layers), spec.time_steps()),
     )
 
 
-def concatenate(chunks: list[TraceChunk], layers: int) -> dict[str, np.ndarray]:
+def concatenate(chunks: list[TraceChunk], layers: int, time_steps: int = 0) -> dict[str, np.ndarray]:
     """One trace from its chunks, in their order."""
-    trace = empty_trace(layers)
+    trace = empty_trace(layers, time_steps)
     return {name: np.concatenate([empty, *(c.arrays[name] for c in chunks)]) for name, empty in trace.items()}

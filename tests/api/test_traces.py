@@ -106,7 +106,7 @@ def test_metrics_selects_and_keeps_layers_and_steps(client, store):
 
 @pytest.mark.parametrize(
     ("query", "name"),
-    [("metrics=grad_norm,gradnorm", "metrics"), ("metrics=time_grad_norm", "metrics"),
+    [("metrics=grad_norm,gradnorm", "metrics"), ("metrics=time_grad_norms", "metrics"),
      ("format=parquet", "format"), ("format=JSON", "format")],
 )
 def test_unknown_metric_or_format_is_422(client, store, query, name):

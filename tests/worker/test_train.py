@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from shared.spec import ExperimentSpec
-from shared.traces import ALL_METRICS, DTYPES, LAYER_METRICS, TraceChunk
+from shared.traces import ALL_METRICS, DTYPES, LAYER_METRICS, TIME_METRICS, TraceChunk
 from worker.activations import ACTIVATIONS
 from worker.train import TrainResult, resolve_device, train
 
@@ -41,7 +41,7 @@ def test_a_run_reports_its_layers_trace_and_summary():
     assert set(result.trace) == set(ALL_METRICS)
     for name, array in result.trace.items():
         assert array.dtype == DTYPES[name]
-        assert array.shape == ((6, 4) if name in LAYER_METRICS else (6,))
+        assert array.shape == ((6, 4) if name in LAYER_METRICS else (6, 0) if name in TIME_METRICS else (6,))
     # The output layer has no activation; every other value is a number.
     for name in ("act_mean", "act_std", "dead_fraction", "saturated_fraction"):
         assert np.isnan(result.trace[name][:, -1]).all() and np.isfinite(result.trace[name][:, :-1]).all()
