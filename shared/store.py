@@ -17,7 +17,8 @@ from shared.traces import ALL_METRICS, TIME_METRICS, TraceChunk, from_bytes, tim
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED = ("succeeded", "failed", "cancelled")
-JSON_FIELDS = ("spec", "summary", "error", "layers")
+# `point` is the grid point of an experiment that belongs to a sweep (shared/sweeps.py).
+JSON_FIELDS = ("spec", "summary", "error", "layers", "point")
 
 
 class ExperimentNotFound(Exception):
@@ -47,6 +48,12 @@ def index_key(tenant: str) -> str:
 SEQ_KEY = "gradtrace:seq"
 # Experiments that some worker has claimed: the sweeper looks here for dead leases.
 RUNNING_KEY = "gradtrace:running"
+# The heartbeat keys of live worker processes (worker/registry.py); each key expires on its own.
+WORKERS_KEY = "gradtrace:workers"
+
+
+def worker_key(node: str, pid: int) -> str:
+    return f"gradtrace:worker:{node}:{pid}"
 
 
 def now_iso() -> str:
@@ -153,24 +160,15 @@ class Store:
     def create(self, experiment_id: str, spec: dict, *, tenant: str = "", queue: str = "cpu") -> dict:
         """Write a new queued experiment and index it, newest last."""
         seq = self.redis.incr(SEQ_KEY)
-        record = {
-            "id": experiment_id,
-            "status": "queued",
-            "spec": json.dumps(spec),
-            "created_at": now_iso(),
-            "seq": seq,
-            "tenant": tenant,
-            "queue": queue,
-            "step": 0,
-            "steps": spec["steps"],
-            "rows": 0,
-            "attempts": 0,
-        }
         with self.redis.pipeline() as pipe:
-            pipe.hset(exp_key(experiment_id), mapping=record)
-            pipe.zadd(index_key(tenant), {experiment_id: seq})
+            self.write_new(pipe, new_record(experiment_id, spec, tenant=tenant, queue=queue, seq=seq))
             pipe.execute()
         return self.get(experiment_id, tenant=tenant)
+
+    def write_new(self, pipe: Redis, record: dict) -> None:
+        """Queue the writes of a record made by `new_record` on the caller's pipeline: the hash and its index entry."""
+        pipe.hset(exp_key(record["id"]), mapping=record)
+        pipe.zadd(index_key(record["tenant"]), {record["id"]: record["seq"]})
 
     def get(self, experiment_id: str, *, tenant: str | None = None) -> dict:
         """The record as a dict; ExperimentNotFound for an unknown id or another tenant's."""
@@ -212,6 +210,30 @@ class Store:
             if len(batch) < page:
                 return found, None
             upper = f"({int(batch[-1][1])}"
+
+    def get_many(self, experiment_ids: list[str]) -> list[dict | None]:
+        """The records of many experiments in one round trip, None for the ones that are gone."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for experiment_id in experiment_ids:
+                pipe.hgetall(exp_key(experiment_id))
+            raws = pipe.execute()
+        return [_decode(raw) if raw else None for raw in raws]
+
+    def cancel_many(self, experiment_ids: list[str]) -> list[str]:
+        """Cancel or flag each experiment in one round trip; per id 'cancelled', 'cancelling', 'missing' or 'ended:…'."""
+        now = now_iso()
+        with self.redis.pipeline(transaction=False) as pipe:
+            for experiment_id in experiment_ids:
+                self._cancel(keys=[exp_key(experiment_id)], args=[now], client=pipe)
+            return [outcome.decode() for outcome in pipe.execute()]
+
+    def delete_many(self, pipe: Redis, experiment_ids: list[str], *, tenant: str) -> None:
+        """Queue the deletes of many experiments of one tenant on the caller's pipeline, as `delete` does one."""
+        for experiment_id in experiment_ids:
+            pipe.delete(exp_key(experiment_id), lease_key(experiment_id), *_trace_keys(experiment_id))
+        if experiment_ids:
+            pipe.zrem(index_key(tenant), *experiment_ids)
+            pipe.srem(RUNNING_KEY, *(exp_key(experiment_id) for experiment_id in experiment_ids))
 
     def request_cancel(self, experiment_id: str, *, tenant: str | None = None) -> str:
         """Cancel a queued run at once, or flag a running one; StatusConflict once it has ended."""
@@ -310,6 +332,25 @@ class Store:
             args += [name, _encode(name, value)]
         keys = [exp_key(experiment_id), lease_key(experiment_id), RUNNING_KEY, *_trace_keys(experiment_id)]
         return self._finish(keys=keys, args=args) == 0
+
+
+def new_record(experiment_id: str, spec: dict, *, tenant: str, queue: str, seq: int, **extra: Any) -> dict:
+    """The hash of a new queued experiment; `extra` fields (a sweep's id and grid point) are stored beside."""
+    record = {
+        "id": experiment_id,
+        "status": "queued",
+        "spec": json.dumps(spec),
+        "created_at": now_iso(),
+        "seq": seq,
+        "tenant": tenant,
+        "queue": queue,
+        "step": 0,
+        "steps": spec["steps"],
+        "rows": 0,
+        "attempts": 0,
+    }
+    record.update({name: _encode(name, value) for name, value in extra.items()})
+    return record
 
 
 def _encode(name: str, value: Any) -> str | int | float:
