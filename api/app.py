@@ -5,7 +5,7 @@ from typing import Any
 
 from flask import Flask
 
-from api import errors, experiments, health, resources
+from api import errors, experiments, health, resources, sweeps
 from shared.settings import Settings
 
 # Where `gradtrace api` looks when REDIS_URL is unset: a Redis on this host.
@@ -37,4 +37,5 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     resources.init_app(app)
     app.register_blueprint(experiments.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(sweeps.bp)
     return app

@@ -55,6 +55,9 @@ def experiment_json(record: dict[str, Any]) -> dict[str, Any]:
         "device": record.get("device"),
         "attempts": record.get("attempts", 0),
         "cancel_requested": record.get("cancel") == "1",
+        # The sweep that created the experiment and its point of the grid; null for one submitted alone.
+        "sweep": record.get("sweep"),
+        "point": record.get("point"),
     }
 
 

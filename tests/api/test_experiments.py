@@ -8,7 +8,7 @@ from api.validation import encode_cursor
 URL = "/api/v1/experiments"
 PUBLIC_FIELDS = {
     "id", "status", "spec", "created_at", "started_at", "finished_at", "progress", "summary", "error",
-    "name", "queue", "device", "attempts", "cancel_requested",
+    "name", "queue", "device", "attempts", "cancel_requested", "sweep", "point",
 }
 
 

@@ -1,0 +1,196 @@
+"""The sweeps resource of API.md: a grid of experiments over a base spec, submitted, read, cancelled and deleted as one.
+
+Every point is validated before anything is written; then the records of all
+points go to Redis in one transaction, and only then are the run messages sent,
+so that every worker takes its share at once.
+"""
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from celery import Celery
+from flask import Blueprint, Response, url_for
+from kombu.exceptions import OperationalError
+from pydantic import ValidationError
+
+from api.errors import ApiError, handle_http_exception
+from api.resources import current_tenant, get_resources, get_store
+from api.validation import encode_cursor, error_details, json_body, query_cursor, query_int, validation_failed
+from shared.celery_app import RUN_TASK
+from shared.limits import LIMITS
+from shared.spec import ExperimentSpec
+from shared.sweeps import SweepInvalid, SweepNotFound, Sweeps, aggregate, check_grid, counts, expand, row, state
+
+bp = Blueprint("sweeps", __name__, url_prefix="/api/v1/sweeps")
+
+FIELDS = ("base", "grid", "name")
+SPEC_FIELDS = set(ExperimentSpec.model_fields)
+# A grid whose every point fails would otherwise answer a thousand details.
+MAX_DETAILS = 20
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+
+
+@dataclass
+class Plan:
+    """A checked sweep request: what to store and the validated spec of every point, in grid order."""
+
+    base: dict[str, Any]
+    grid: dict[str, list]
+    name: str | None
+    points: list[tuple[dict[str, Any], ExperimentSpec]]
+
+
+def sweep_plan(body: Any) -> Plan:
+    """The plan of a request body, or the 422 that names the field or the point at fault."""
+    if not isinstance(body, dict):
+        raise validation_failed([{"loc": [], "msg": "a sweep must be a JSON object with base and grid"}])
+    unknown = [key for key in body if key not in FIELDS]
+    if unknown:
+        raise validation_failed(
+            [{"loc": [key], "msg": "unknown field; a sweep has base, grid and name"} for key in unknown]
+        )
+    base, name = body.get("base", {}), body.get("name")
+    if not isinstance(base, dict):
+        raise validation_failed([{"loc": ["base"], "msg": "must be an object: the spec every point starts from"}])
+    stray = [key for key in base if key not in SPEC_FIELDS]
+    if stray:
+        raise validation_failed([{"loc": ["base", key], "msg": "unknown spec field"} for key in stray])
+    if name is not None and (not isinstance(name, str) or len(name) > LIMITS.name_length):
+        raise validation_failed([{"loc": ["name"], "msg": f"must be a string of at most {LIMITS.name_length} characters"}])
+    try:
+        grid = check_grid(body.get("grid"), SPEC_FIELDS)
+    except SweepInvalid as error:
+        raise validation_failed(error.details) from None
+    every, points, problems = expand(grid), [], []
+    for index, point in enumerate(every):
+        try:
+            points.append((point, ExperimentSpec.model_validate({**base, **point})))
+        except ValidationError as error:
+            problems += [_locate(detail, index, point, base, grid) for detail in error_details(error)]
+    if problems:
+        raise invalid_points(problems, len(every))
+    return Plan(base=base, grid=grid, name=name, points=points)
+
+
+def _locate(detail: dict, index: int, point: dict, base: dict, grid: dict) -> dict[str, Any]:
+    # A field that only the base sets is the base's fault, whatever the point; the rest belongs to the point.
+    field = detail["loc"][0] if detail["loc"] else None
+    if field in base and field not in grid:
+        return {"loc": ["base", *detail["loc"]], "msg": detail["msg"]}
+    return {"loc": ["points", index, *detail["loc"]], "msg": detail["msg"], "point": point}
+
+
+def invalid_points(problems: list[dict[str, Any]], total: int) -> ApiError:
+    """The 422 of a grid with invalid points: the first named with its values, at most MAX_DETAILS details."""
+    unique = list({json.dumps(problem, sort_keys=True): problem for problem in problems}.values())
+    first = unique[0]
+    where = ".".join(str(part) for part in first["loc"])
+    message = f"{where}: {first['msg']}"
+    bad = {problem["loc"][1] for problem in unique if problem["loc"][0] == "points"}
+    if bad:
+        message += f" (point {json.dumps(first.get('point', {}))}; {len(bad)} of {total} points are invalid)"
+    return ApiError(422, message, unique[:MAX_DETAILS])
+
+
+def send_runs(celery: Celery, experiments: list[tuple[str, str]]) -> None:
+    """One run message per (experiment id, queue), over one broker connection."""
+    with celery.producer_or_acquire() as producer:
+        for experiment_id, queue in experiments:
+            celery.send_task(RUN_TASK, args=[experiment_id], task_id=experiment_id, queue=queue, producer=producer)
+
+
+def sweep_json(sweep: dict, records: list[dict]) -> dict[str, Any]:
+    """The public view of a sweep: its state, counts, every experiment, and the aggregate over seeds."""
+    rows = [row(record) for record in records]
+    found = counts([record["status"] for record in records])
+    return {**_head(sweep, found), "experiments": rows, "aggregate": aggregate(rows)}
+
+
+def _head(sweep: dict, found: dict[str, int]) -> dict[str, Any]:
+    return {
+        "id": sweep["id"],
+        "name": sweep["name"],
+        "created_at": sweep["created_at"],
+        "status": state(found),
+        "size": len(sweep["experiments"]),
+        "counts": found,
+        "base": sweep["base"],
+        "grid": sweep["grid"],
+    }
+
+
+@bp.errorhandler(SweepNotFound)
+def handle_sweep_not_found(error: SweepNotFound) -> Response:
+    return handle_http_exception(ApiError(404, str(error)))
+
+
+@bp.post("")
+def create_sweep() -> tuple[dict, int, dict]:
+    """Validate every point, write all records at once, then send every run (DESIGN.md: record first)."""
+    plan = sweep_plan(json_body())
+    resources = get_resources()
+    sweeps, tenant, sweep_id = Sweeps(resources.store), current_tenant(), uuid.uuid4().hex
+    experiments = [
+        (uuid.uuid4().hex, point, spec.model_dump(mode="json"), spec.queue()) for point, spec in plan.points
+    ]
+    sweeps.create(sweep_id, base=plan.base, grid=plan.grid, name=plan.name, experiments=experiments, tenant=tenant)
+    try:
+        send_runs(resources.celery, [(experiment_id, queue) for experiment_id, _, _, queue in experiments])
+    except (OperationalError, redis.ConnectionError, redis.TimeoutError) as error:
+        raise _unqueued(sweeps, sweep_id, tenant, error) from None
+    location = url_for("sweeps.get_sweep", sweep_id=sweep_id)
+    body = {"id": sweep_id, "name": plan.name, "size": len(experiments),
+            "experiments": [experiment_id for experiment_id, *_ in experiments]}
+    return body, 202, {"Location": location}
+
+
+def _unqueued(sweeps: Sweeps, sweep_id: str, tenant: str, error: Exception) -> ApiError:
+    # Some messages may be out already: deleting the records makes those no-ops (a worker's claim
+    # finds nothing), so the sweep runs whole or not at all, and the client's retry is the one that runs.
+    try:
+        sweeps.delete(sweep_id, tenant=tenant)
+    except redis.RedisError:
+        return ApiError(503, f"Redis unreachable while queuing sweep {sweep_id}: {error}; its records could not be "
+                             f"removed either: DELETE /api/v1/sweeps/{sweep_id} once Redis is back")
+    return ApiError(503, f"Redis unreachable while queuing the sweep: {error}; nothing was created: retry")
+
+
+@bp.get("")
+def list_sweeps() -> dict:
+    """A page of sweeps, newest first, with their counts; `next_cursor` is null on the last page."""
+    limit = query_int("limit", 1, MAX_LIMIT, DEFAULT_LIMIT)
+    sweeps = Sweeps(get_store())
+    found = sweeps.list_sweeps(tenant=current_tenant(), limit=limit + 1, cursor=query_cursor())
+    page = found[:limit]
+    heads = [_head(sweep, counts(statuses)) for sweep, statuses in zip(page, sweeps.statuses(page))]
+    next_cursor = encode_cursor(page[-1]["seq"]) if len(found) > limit else None
+    return {"sweeps": heads, "next_cursor": next_cursor}
+
+
+@bp.get("/<sweep_id>")
+def get_sweep(sweep_id: str) -> dict:
+    """The sweep with every experiment's point, status, verdict and figures, and the aggregate over seeds."""
+    sweeps = Sweeps(get_store())
+    sweep = sweeps.get(sweep_id, tenant=current_tenant())
+    return sweep_json(sweep, sweeps.records(sweep))
+
+
+@bp.post("/<sweep_id>/cancel")
+def cancel_sweep(sweep_id: str) -> tuple[dict, int]:
+    """Cancel the queued experiments and stop the running ones; 409 when every one has ended."""
+    sweeps, tenant = Sweeps(get_store()), current_tenant()
+    if not sweeps.cancel(sweep_id, tenant=tenant):
+        raise ApiError(409, f"sweep {sweep_id} has nothing left to cancel: every experiment has ended or is stopping")
+    sweep = sweeps.get(sweep_id, tenant=tenant)
+    return sweep_json(sweep, sweeps.records(sweep)), 202
+
+
+@bp.delete("/<sweep_id>")
+def delete_sweep(sweep_id: str) -> tuple[str, int]:
+    """Remove the sweep and its experiments with their traces; running workers stop at their next write."""
+    Sweeps(get_store()).delete(sweep_id, tenant=current_tenant())
+    return "", 204
