@@ -6,6 +6,7 @@ import socket
 
 from shared.celery_app import QUEUES, make_celery
 from shared.settings import Settings
+from worker import registry
 
 
 def default_concurrency(queues: list[str]) -> int:
@@ -45,6 +46,10 @@ def main(argv: list[str] | None = None) -> None:
     # The parent does no torch work; keep OpenMP from sizing itself to the whole machine.
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
 
+    node = f"gradtrace-{'-'.join(queues)}-{os.getpid()}@{socket.gethostname()}"
+    # The pool processes announce the node (worker/registry.py): they inherit its facts from here.
+    os.environ[registry.NODE_ENV] = registry.node_env(node, queues, concurrency, threads)
+
     import worker.tasks  # noqa: F401  (registers the task)
 
     app = make_celery(settings.redis_url)
@@ -54,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
         f"--concurrency={concurrency}",
         f"--queues={','.join(queues)}",
         "--pool=prefork",
-        f"--hostname=gradtrace-{'-'.join(queues)}-{os.getpid()}@{socket.gethostname()}",
+        f"--hostname={node}",
         "--without-gossip",
         "--without-mingle",
     ])

@@ -5,12 +5,12 @@ from functools import cache
 
 import redis
 from celery import shared_task
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_process_shutdown
 
 from shared.celery_app import RUN_TASK, make_celery
 from shared.settings import Settings
 from shared.store import Store
-from worker import runner, sweeper
+from worker import registry, runner, sweeper
 
 
 @cache
@@ -32,12 +32,20 @@ def _init_process(**_) -> None:
     _context.cache_clear()
     store, settings = _context()
     sweeper.start(store, make_celery(settings.redis_url), settings.sweep_seconds)
+    # The node's heartbeat is written from here, not from the parent, which forks (worker/registry.py).
+    registry.start(store.redis)
+
+
+@worker_process_shutdown.connect
+def _leave_registry(**_) -> None:
+    registry.stop()
 
 
 @shared_task(name=RUN_TASK, bind=True, ignore_result=True, max_retries=None)
 def run_experiment(self, experiment_id: str) -> str:
     store, settings = _context()
-    outcome = runner.run(store, settings, experiment_id)
+    with registry.running(experiment_id):
+        outcome = runner.run(store, settings, experiment_id)
     if outcome == "busy":
         # Another worker holds the lease: look again once it would have lapsed, in case that worker died.
         raise self.retry(countdown=settings.lease_seconds)
