@@ -1,8 +1,9 @@
-"""The `gradtrace` command: serve, api, worker, and the client commands submit, status, watch."""
+"""The `gradtrace` command: serve, api, worker, and the client commands submit, status, watch, sweep."""
 
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -173,3 +174,25 @@ def watch(experiment_id: str) -> None:
     except ApiError as exc:
         _fail(exc)
     sys.exit(0 if experiment["status"] == "succeeded" else 1)
+
+
+@main.command()
+@click.argument("sweep_file", type=click.File("r"))
+@click.option("--wait", is_flag=True, help="poll until every point has ended, then print each point's verdict")
+def sweep(sweep_file, wait: bool) -> None:
+    """Submit a sweep from a JSON file (or - for stdin): {"base": {...}, "grid": {"field": [values, ...]}}."""
+    client = _client()
+    try:
+        found = client.request("POST", "/api/v1/sweeps", json.load(sweep_file))
+        click.echo(found["id"])
+        while wait and found.get("status") != "finished":
+            time.sleep(1)
+            found = client.request("GET", f"/api/v1/sweeps/{found['id']}")
+            click.echo(" ".join(f"{status} {count}" for status, count in found["counts"].items()), err=True)
+    except ApiError as exc:
+        _fail(exc)
+    if wait:
+        for row in found["experiments"]:
+            loss = "-" if row["final_loss"] is None else f"{row['final_loss']:.4f}"
+            click.echo(f"  {json.dumps(row['point'])}  {row['status']}  {row['verdict'] or '-'}  loss {loss}")
+        sys.exit(0 if found["counts"]["succeeded"] == len(found["experiments"]) else 1)
