@@ -7,6 +7,7 @@ so that every worker takes its share at once.
 
 import json
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,35 +66,43 @@ def sweep_plan(body: Any) -> Plan:
         grid = check_grid(body.get("grid"), SPEC_FIELDS)
     except SweepInvalid as error:
         raise validation_failed(error.details) from None
-    every, points, problems = expand(grid), [], []
+    every, points, failures = expand(grid), [], []
     for index, point in enumerate(every):
         try:
             points.append((point, ExperimentSpec.model_validate({**base, **point})))
         except ValidationError as error:
-            problems += [_locate(detail, index, point, base, grid) for detail in error_details(error)]
-    if problems:
-        raise invalid_points(problems, len(every))
+            failures.append((index, point, error_details(error)))
+    if failures:
+        raise invalid_points(failures, len(every), base, grid)
     return Plan(base=base, grid=grid, name=name, points=points)
 
 
-def _locate(detail: dict, index: int, point: dict, base: dict, grid: dict) -> dict[str, Any]:
-    # A field that only the base sets is the base's fault, whatever the point; the rest belongs to the point.
-    field = detail["loc"][0] if detail["loc"] else None
-    if field in base and field not in grid:
-        return {"loc": ["base", *detail["loc"]], "msg": detail["msg"]}
-    return {"loc": ["points", index, *detail["loc"]], "msg": detail["msg"], "point": point}
+def invalid_points(failures: list[tuple[int, dict, list[dict]]], total: int, base: dict, grid: dict) -> ApiError:
+    """The 422 of a grid with invalid points: the first named with its values, at most MAX_DETAILS details.
 
-
-def invalid_points(problems: list[dict[str, Any]], total: int) -> ApiError:
-    """The 422 of a grid with invalid points: the first named with its values, at most MAX_DETAILS details."""
-    unique = list({json.dumps(problem, sort_keys=True): problem for problem in problems}.values())
-    first = unique[0]
-    where = ".".join(str(part) for part in first["loc"])
-    message = f"{where}: {first['msg']}"
-    bad = {problem["loc"][1] for problem in unique if problem["loc"][0] == "points"}
-    if bad:
-        message += f" (point {json.dumps(first.get('point', {}))}; {len(bad)} of {total} points are invalid)"
-    return ApiError(422, message, unique[:MAX_DETAILS])
+    A problem with a field that only the base sets, found at every point, is the base's
+    (`loc` ["base", field]); the others belong to their point (["points", index, field]).
+    """
+    seen = Counter((tuple(detail["loc"]), detail["msg"]) for _, _, details in failures for detail in details)
+    problems: list[dict[str, Any]] = []
+    for index, point, details in failures:
+        for detail in details:
+            field = detail["loc"][0] if detail["loc"] else None
+            if field in base and field not in grid and seen[(tuple(detail["loc"]), detail["msg"])] == total:
+                problem = {"loc": ["base", *detail["loc"]], "msg": detail["msg"]}
+                if problem not in problems:
+                    problems.append(problem)
+            else:
+                problems.append({"loc": ["points", index, *detail["loc"]], "msg": detail["msg"], "point": point})
+    problems.sort(key=lambda problem: problem["loc"][0] != "base")  # stable: the base's first, then by point
+    first = problems[0]
+    message = f"{'.'.join(str(part) for part in first['loc'])}: {first['msg']}"
+    bad = len({problem["loc"][1] for problem in problems if problem["loc"][0] == "points"})
+    if first["loc"][0] == "points":
+        message += f" (point {json.dumps(first['point'])}; {bad} of {total} points are invalid)"
+    elif bad:
+        message += f" (and {bad} of {total} points are invalid on their own)"
+    return ApiError(422, message, problems[:MAX_DETAILS])
 
 
 def send_runs(celery: Celery, experiments: list[tuple[str, str]]) -> None:

@@ -300,3 +300,17 @@ def test_each_tenant_sees_only_its_own_sweeps(app, client):
     assert client.get(f"/api/v1/experiments/{body['experiments'][0]}", **bob).status_code == 404
     assert [sweep["id"] for sweep in client.get(URL, **alice).get_json()["sweeps"]] == [body["id"]]
     assert client.delete(f"{URL}/{body['id']}", **alice).status_code == 204
+
+
+def test_a_base_value_that_fails_with_one_point_only_names_that_point(client):
+    response = client.post(URL, json={"base": {**SMALL, "batch_size": 1}, "grid": {"norm": ["none", "batchnorm"]}})
+    error = assert_422(response, ["points", 1, "batch_size"], "1 of 2 points are invalid")
+    assert error["details"] == [{"loc": ["points", 1, "batch_size"], "msg": error["details"][0]["msg"],
+                                 "point": {"norm": "batchnorm"}}]
+    assert "batchnorm" in error["details"][0]["msg"]
+
+
+def test_a_base_problem_beside_point_problems(client):
+    response = client.post(URL, json={"base": {"lr": -1}, "grid": {"depth": [0, 2]}})
+    error = assert_422(response, ["base", "lr"], "1 of 2 points are invalid on their own")
+    assert [detail["loc"] for detail in error["details"]] == [["base", "lr"], ["points", 0, "depth"]]
