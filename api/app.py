@@ -5,7 +5,7 @@ from typing import Any
 
 from flask import Flask
 
-from api import errors, experiments, health, resources, sweeps, workers
+from api import errors, experiments, health, resources, sweeps, theory, workers
 from shared.settings import Settings
 
 # Where `gradtrace api` looks when REDIS_URL is unset: a Redis on this host.
@@ -39,4 +39,5 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(sweeps.bp)
     app.register_blueprint(workers.bp)
+    app.register_blueprint(theory.bp)
     return app

@@ -1,0 +1,69 @@
+"""GET /api/v1/theory: the mean-field prediction for an MLP at initialization, from the query string.
+
+The query is checked as a spec is (shared.spec: same bounds, same aliases), after the
+strings have been turned into the spec's types; the numbers come from shared.theory.
+"""
+
+import math
+import re
+from typing import Any
+
+from flask import Blueprint, request
+from pydantic import ValidationError
+
+from api.validation import error_details, query_error, validation_failed
+from shared.spec import ExperimentSpec
+from shared.theory import report
+
+bp = Blueprint("theory", __name__, url_prefix="/api/v1/theory")
+
+INTEGERS = ("depth", "width")
+NUMBERS = ("init_std",)
+BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
+TEXTS = ("arch", "activation", "init", "dataset", "norm")
+PARAMETERS = (*INTEGERS, *NUMBERS, "residual", *TEXTS)
+# What the spec needs besides the network and has no bearing on the prediction: the
+# smallest run, so that no cost bound refuses a network the service could build.
+NO_TRAINING = {"steps": 1, "batch_size": 2}
+
+
+def _typed(name: str, value: str) -> Any:
+    """A query string as the spec field's type; a 422 naming the parameter where it is not one."""
+    if name in INTEGERS:
+        if not re.fullmatch(r"[+-]?\d{1,9}", value):
+            raise query_error(name, f"must be an integer, not {value!r}")
+        return int(value)
+    if name in NUMBERS:
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number):
+            raise query_error(name, f"must be a finite number, not {value!r}")
+        return number
+    if name == "residual":
+        if value.lower() not in BOOLEANS:
+            raise query_error(name, f"must be true or false, not {value!r}")
+        return BOOLEANS[value.lower()]
+    return value
+
+
+def theory_spec() -> ExperimentSpec:
+    """The spec that the query describes; an MLP's input defaults to `random` (width features of unit variance)."""
+    unknown = [name for name in request.args if name not in PARAMETERS]
+    if unknown:
+        raise query_error(unknown[0], f"unknown parameter; known: {', '.join(PARAMETERS)}")
+    fields = {name: _typed(name, value) for name, value in request.args.items() if value != ""}
+    if fields.get("arch", "mlp") == "mlp":
+        fields.setdefault("dataset", "random")
+    try:
+        return ExperimentSpec.model_validate({**fields, **NO_TRAINING})
+    except ValidationError as error:
+        details = error_details(error)
+        raise validation_failed([{**item, "loc": ["query", *item["loc"]]} for item in details]) from None
+
+
+@bp.get("")
+def get_theory() -> dict:
+    """Per hidden layer, input side first: q, chi, act_grad_log10, regime; and the network's phase."""
+    return report(theory_spec())
