@@ -11,6 +11,7 @@ from shared.diagnosis import diagnose
 from shared.settings import Settings
 from shared.spec import ExperimentSpec
 from shared.store import Store
+from shared.theory import compare as compare_theory
 from shared.traces import TraceChunk
 
 log = logging.getLogger("gradtrace.worker")
@@ -96,6 +97,7 @@ def run(store: Store, settings: Settings, experiment_id: str) -> str:
                 "device": result.device,
                 "attempts": attempt,
                 "diagnosis": diagnose(spec, result.trace, result.diverged_step),
+                "theory": compare_theory(spec, result.trace),
             }
             status = "cancelled" if result.cancelled else "succeeded"
             store.finish(experiment_id, token, status, summary=summary, device=result.device)
