@@ -22,6 +22,16 @@ GRID = {
     "init": ["default", "xavier_uniform", "kaiming_normal"],
     "seed": [0, 1, 2],
 }
+# Seconds to wait for a worker node to be listed before giving up.
+WORKER_WAIT = 60.0
+
+
+def wait_for_workers(client: Client) -> list[dict]:
+    """The live worker nodes, once there are any: a node just started is listed when its pool has imported torch."""
+    deadline = time.monotonic() + WORKER_WAIT
+    while not (workers := client.request("GET", "/api/v1/workers")["workers"]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return workers
 
 
 def run(client: Client, base: dict, grid: dict, timeout: float) -> tuple[dict, float]:
@@ -72,9 +82,9 @@ def main() -> None:
     parser.add_argument("--delete", action="store_true", help="delete the sweep and its experiments afterwards")
     args = parser.parse_args()
     client = Client(args.url)
-    workers = client.request("GET", "/api/v1/workers")["workers"]
+    workers = wait_for_workers(client)
     if not workers:
-        raise SystemExit(f"no live worker node at {args.url}: the sweep would never finish")
+        raise SystemExit(f"no live worker node at {args.url} after {WORKER_WAIT:.0f} s: the sweep would never finish")
     sweep, wall = run(client, args.base, args.grid, args.timeout)
     report(sweep, wall, workers)
     if args.delete:
