@@ -98,6 +98,8 @@ class Registry:
     def beat(self) -> None:
         """Write the heartbeat now, with a fresh TTL."""
         with self._lock, self.redis.pipeline(transaction=True) as pipe:
+            if self._stop.is_set():  # left the registry: a late beat must not bring the key back
+                return
             value = json.dumps({**self.facts, "experiment": self.experiment, "seen_at": now_iso()})
             pipe.set(self.key, value, ex=TTL_SECONDS)
             pipe.sadd(WORKERS_KEY, self.key)
@@ -120,7 +122,7 @@ class Registry:
     def stop(self) -> None:
         """Leave the registry at once (a clean shutdown) rather than when the key expires."""
         self._stop.set()
-        with self.redis.pipeline(transaction=True) as pipe:
+        with self._lock, self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(self.key)
             pipe.srem(WORKERS_KEY, self.key)
             pipe.execute()

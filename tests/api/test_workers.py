@@ -142,3 +142,11 @@ def test_gpu_names_from_proc_without_cuda(fake_gpus, visible, names):
 
 def test_no_driver_no_gpus(tmp_path):
     assert gpu_names(tmp_path / "absent") == []
+
+
+def test_no_beat_after_a_stop(client, redis_client):
+    beat = Registry(redis_client, node("gradtrace-cpu-1@a"), "cpu", [], pid=11)
+    beat.beat()
+    beat.stop()
+    beat.beat()  # a beat of the thread that was already on its way
+    assert client.get(URL).get_json() == {"workers": []}
