@@ -188,7 +188,7 @@ class Prediction:
     """Per hidden layer (input side first) and at the fixed point, for one MLP."""
 
     q: np.ndarray  # second moment of the pre-activation
-    chi: np.ndarray  # sigma_w^2 E[phi'(h)^2]: the squared signal's gain from this layer's output back to its input side
+    chi: np.ndarray  # sigma_w^2 E[phi'(h)^2] = E||delta_l||^2 / E||delta_{l+1}||^2
     act_grad_log10: np.ndarray  # log10 act_grad_norm relative to the last hidden layer
     grad_log10: np.ndarray  # log10 grad_norm relative to the last hidden layer
     q_star: float | None  # where q goes with depth; inf: without bound
@@ -233,7 +233,9 @@ class Prediction:
 
 def _fixed_point(activation: str, scales: Scales, s2: float) -> tuple[float, float, float | None]:
     """Iterate the q map from a pre-activation's weight part s2: q*, chi* and the depth scale of q."""
-    q_map = lambda s2: scales.sigma_w2 * expectations(activation, s2, scales.bias_bound)[0]  # noqa: E731
+    def q_map(s2: float) -> float:  # the weight part of the next layer's q
+        return scales.sigma_w2 * expectations(activation, s2, scales.bias_bound)[0]
+
     q, settled = s2 + scales.sigma_b2, False
     for _ in range(FIXED_POINT_LAYERS):
         s2_next = q_map(s2)

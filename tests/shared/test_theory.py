@@ -303,3 +303,24 @@ def test_the_summary_deviation_is_small_on_real_traces(activation, init, weight_
         # correlated (non-zero-mean activations, deep relu nets) add cross terms the per-example
         # theory leaves out, so only nets without them are held to it. See README, Theory.
         assert result["deviation"]["grad_log10"]["max"] < 0.15, result["deviation"]
+
+
+@pytest.mark.parametrize("norm, applies", [("none", True), ("layernorm", False)])
+def test_a_finished_run_carries_the_theory_block(redis_client, norm, applies):
+    pytest.importorskip("torch")
+    from shared.settings import Settings
+    from shared.store import Store
+    from worker.runner import run
+
+    store = Store(redis_client)
+    spec = ExperimentSpec(depth=4, width=64, activation="tanh", init="xavier_normal", dataset="random", steps=2,
+                          norm=norm)
+    store.create("theory", spec.model_dump(mode="json"))
+    assert run(store, Settings(), "theory") == "succeeded"
+    block = store.get("theory")["summary"]["theory"]
+    assert block["applies"] is applies
+    if applies:
+        assert block["regime"] == "critical" and [layer["name"] for layer in block["layers"]] == [
+            "hidden.0", "hidden.1", "hidden.2", "hidden.3"]
+        assert block["layers"][0]["measured_act_grad_log10"] is not None
+        assert block["deviation"]["act_grad_log10"]["max"] < 0.2
