@@ -43,10 +43,19 @@ NORM_CLIPPING = {"mode": "norm", "threshold": 1.0}
 # Klambauer et al. 2017 for SELU).
 MATCHED_INIT = {"sigmoid": "xavier_normal", "tanh": "xavier_normal", "linear": "xavier_normal",
                 "selu": "lecun_normal"}
+# Through time (arch rnn): the ratio of the loss gradient at the first time step's hidden
+# state to the last's, at step 0 and at the end (Bengio et al. 1994; Pascanu et al. 2013).
+VANISHING_TIME = 1e-3
+EXPLODING_TIME = 1e3
 
 
 def matched_init(activation: str) -> str:
     return MATCHED_INIT.get(activation, "kaiming_normal")
+
+
+def effective_activation(spec: ExperimentSpec) -> str:
+    """The hidden nonlinearity that the statistics see: recurrent cells squash with tanh whatever `activation` says."""
+    return "tanh" if spec.arch == "rnn" else spec.activation
 
 
 @dataclass
@@ -107,13 +116,32 @@ def evidence(trace: dict[str, np.ndarray], diverged_step: int | None = None) -> 
     found["saturated_fraction_mean"] = _number(saturated.mean())
     found["loss_first"] = _number(trace["loss"][0])
     found["loss_last"] = _number(trace["loss"][-1])
+    through_time = trace.get("time_grad_norm")
+    if through_time is not None and through_time.ndim == 2 and through_time.shape[1] >= 2:
+        found["step0_time_ratio"] = _time_ratio(through_time[0])
+        found["final_time_ratio"] = _time_ratio(through_time[-1])
     return found
+
+
+def _time_ratio(row: np.ndarray) -> float | None:
+    """The gradient at the first time step's hidden state over the last's."""
+    first, last = float(row[0]), float(row[-1])
+    if not (math.isfinite(first) and math.isfinite(last)) or last <= 0:
+        return None
+    return first / last
 
 
 def _ratios(found: dict) -> str:
     return (
         f"at step 0 the first hidden layer's weight gradient is {_fmt(found.get('step0_grad_ratio'))}x the last "
         f"hidden layer's, and the backpropagated signal {_fmt(found.get('step0_signal_ratio'))}x"
+    )
+
+
+def _time_ratios(found: dict) -> str:
+    return (
+        f"the gradient at the first time step's hidden state is {_fmt(found.get('step0_time_ratio'))}x that at the "
+        f"last at step 0, and {_fmt(found.get('final_time_ratio'))}x at the last traced step"
     )
 
 
@@ -129,11 +157,14 @@ def _diverged(spec: ExperimentSpec, found: dict) -> Finding | None:
         reasons.append(f"the global gradient norm grew {_fmt(found['grad_norm_growth'])}x before that")
     advice = [_smaller_lr(spec), "clip gradients by norm (clipping: {\"mode\": \"norm\", \"threshold\": 1.0})",
               "add normalization (norm: batchnorm)"]
+    if spec.arch == "rnn" and spec.clipping is None:
+        # Pascanu et al. (2013): a recurrent net's gradient explodes through time; clipping rescues it.
+        return Finding("diverged", reasons, [advice[1], advice[0], "use init: orthogonal"], {"clipping": NORM_CLIPPING})
     return Finding("diverged", reasons, advice, {"lr": spec.lr / 10})
 
 
 def _dead_units(spec: ExperimentSpec, found: dict) -> Finding | None:
-    if spec.activation in SATURATING or not (
+    if effective_activation(spec) in SATURATING or not (
         _above(found.get("dead_fraction_mean"), DEAD_MEAN) or (found.get("dead_fraction_max") or 0) >= DEAD_LAYER
     ):
         return None
@@ -149,10 +180,11 @@ def _dead_units(spec: ExperimentSpec, found: dict) -> Finding | None:
 
 
 def _saturated(spec: ExperimentSpec, found: dict) -> Finding | None:
-    if spec.activation not in SATURATING or not _above(found.get("saturated_fraction_mean"), SATURATED_MEAN):
+    activation = effective_activation(spec)
+    if activation not in SATURATING or not _above(found.get("saturated_fraction_mean"), SATURATED_MEAN):
         return None
     reasons = [
-        f"{_fmt(100 * found['saturated_fraction_mean'])}% of hidden {spec.activation} activations sit where the "
+        f"{_fmt(100 * found['saturated_fraction_mean'])}% of hidden {activation} activations sit where the "
         "derivative is below 1% of its maximum: the gradient cannot pass them",
         _ratios(found),
     ]
@@ -167,25 +199,54 @@ def _exploding(spec: ExperimentSpec, found: dict) -> Finding | None:
     by_depth = _above(found.get("step0_grad_ratio"), EXPLODING_RATIO) or _above(
         found.get("step0_signal_ratio"), EXPLODING_SIGNAL
     )
-    by_time = _above(found.get("grad_norm_growth"), EXPLODING_GROWTH)
-    if not (by_depth or by_time):
+    by_growth = _above(found.get("grad_norm_growth"), EXPLODING_GROWTH)
+    by_time = _above(found.get("step0_time_ratio"), EXPLODING_TIME) or _above(
+        found.get("final_time_ratio"), EXPLODING_TIME
+    )
+    if not (by_depth or by_growth or by_time):
         return None
     reasons = []
     if by_depth:
         reasons.append(_ratios(found) + ": the gradient grows on its way back to the input")
     if by_time:
+        reasons.append(_time_ratios(found) + ": the gradient grows on its way back through time")
+    if by_growth:
         reasons.append(f"the global gradient norm grew {_fmt(found['grad_norm_growth'])}x during training")
     advice = ["use an initialization that keeps the signal's scale: xavier for tanh/sigmoid, kaiming for ReLU",
               "clip gradients by norm (clipping: {\"mode\": \"norm\", \"threshold\": 1.0})", _smaller_lr(spec)]
-    init = matched_init(spec.activation)
-    fix = {"init": init} if spec.init != init else {"clipping": NORM_CLIPPING}
+    if spec.arch == "rnn":
+        # Pascanu et al. (2013): clipping is the rescue from exploding gradients through time.
+        advice = ["clip gradients by norm (clipping: {\"mode\": \"norm\", \"threshold\": 1.0})",
+                  "use a smaller or orthogonal recurrent initialization (init: orthogonal)", _smaller_lr(spec)]
+        if spec.clipping is None:
+            fix = {"clipping": NORM_CLIPPING}
+        elif spec.init != "orthogonal":
+            fix = {"init": "orthogonal"}
+        else:
+            fix = {"lr": spec.lr / 10}
+    else:
+        init = matched_init(spec.activation)
+        fix = {"init": init} if spec.init != init else {"clipping": NORM_CLIPPING}
     return Finding("exploding", reasons, advice, fix)
 
 
 def _vanishing(spec: ExperimentSpec, found: dict) -> Finding | None:
     signal = found.get("step0_signal_ratio")
-    if not (_below(found.get("step0_grad_ratio"), VANISHING_RATIO) or _below(signal, VANISHING_SIGNAL)):
+    by_depth = _below(found.get("step0_grad_ratio"), VANISHING_RATIO) or _below(signal, VANISHING_SIGNAL)
+    # Through time it counts only if training did not open a path: an LSTM starts as vanishing
+    # as a plain RNN (its forget gate near 0.5) and learns to carry the gradient.
+    by_time = _below(found.get("step0_time_ratio"), VANISHING_TIME) and not _above(
+        found.get("final_time_ratio"), VANISHING_TIME
+    )
+    if not (by_depth or by_time):
         return None
+    if by_time and not by_depth:
+        reasons = [_time_ratios(found) + ": the gradient fades on its way back through time, so early inputs "
+                   "cannot be learned"]
+        advice = ["use an lstm or gru cell, whose gates can carry the gradient across time steps",
+                  "use orthogonal initialization (init: orthogonal), which keeps the recurrent gain near 1",
+                  "use shorter sequences"]
+        return Finding("vanishing", reasons, advice, _recurrent_fix(spec))
     per_layer = signal ** (-1 / (found["depth"] - 1)) if signal else None
     reasons = [_ratios(found) + f": the signal shrinks about {_fmt(per_layer)}x per layer on its way back"]
     if found.get("final_grad_ratio") is not None:
@@ -193,7 +254,9 @@ def _vanishing(spec: ExperimentSpec, found: dict) -> Finding | None:
     advice = ["use relu (or another ReLU-family activation) with kaiming initialization",
               "add normalization (norm: batchnorm) or residual connections (residual: true)",
               "use fewer layers"]
-    if spec.activation in SATURATING:
+    if spec.arch == "rnn":
+        fix = _recurrent_fix(spec)
+    elif spec.activation in SATURATING:
         fix = {"activation": "relu", "init": "kaiming_normal"}
     elif spec.init != matched_init(spec.activation):
         fix = {"init": matched_init(spec.activation)}
@@ -202,6 +265,15 @@ def _vanishing(spec: ExperimentSpec, found: dict) -> Finding | None:
     else:
         fix = {"residual": True}
     return Finding("vanishing", reasons, advice, fix)
+
+
+def _recurrent_fix(spec: ExperimentSpec) -> dict:
+    """For a vanishing RNN: orthogonal recurrence first (gain near 1), then gates, then shorter sequences."""
+    if spec.init != "orthogonal":
+        return {"init": "orthogonal"}
+    if spec.cell == "rnn":
+        return {"cell": "lstm"}
+    return {"seq_len": max(2, spec.seq_len // 2)}
 
 
 def _healthy(spec: ExperimentSpec, found: dict) -> Finding:

@@ -69,3 +69,31 @@ def test_clipping_on_every_step_is_called_out():
     diagnosis = diagnose(spec, train(spec).trace, None)
     assert diagnosis["evidence"]["clipped_share"] == 1.0
     assert any("clipping changed the gradient on 100% of traced steps" in r for r in diagnosis["reasons"])
+
+
+# Through time (arch rnn), seq_len 30 on the adding problem.
+RNN = dict(arch="rnn", depth=1, width=32, seq_len=30, steps=20)
+
+
+def test_a_plain_rnn_vanishes_through_time_and_orthogonal_init_is_the_fix():
+    spec = ExperimentSpec(**RNN)
+    diagnosis = diagnose(spec, train(spec).trace, None)
+    assert diagnosis["verdict"] == "vanishing"
+    assert diagnosis["evidence"]["step0_time_ratio"] < 1e-3
+    assert "through time" in diagnosis["reasons"][0]
+    assert diagnosis["suggested_spec"]["init"] == "orthogonal"
+    fixed = ExperimentSpec.model_validate(diagnosis["suggested_spec"])
+    assert diagnose(fixed, train(fixed).trace, None)["evidence"]["step0_time_ratio"] > 1e-3
+
+
+def test_an_exploding_rnn_is_told_to_clip_and_clipping_keeps_it_finite():
+    spec = ExperimentSpec(**{**RNN, "init": "normal", "init_std": 0.5, "steps": 60})
+    result = train(spec)
+    diagnosis = diagnose(spec, result.trace, result.diverged_step)
+    assert diagnosis["verdict"] in ("exploding", "diverged")
+    assert diagnosis["evidence"]["step0_time_ratio"] > 1e3
+    assert diagnosis["suggested_spec"]["clipping"] == {"mode": "norm", "threshold": 1.0}
+    clipped = ExperimentSpec.model_validate(diagnosis["suggested_spec"])
+    rescued = train(clipped)
+    assert rescued.diverged_step is None and rescued.final_loss is not None
+    assert diagnose(clipped, rescued.trace, None)["verdict"] == "exploding"  # still explodes, but trains
