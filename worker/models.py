@@ -9,7 +9,8 @@ that, when given a Recording, keeps each layer's pre-activation and each hidden
 block's activation input and output. Recording inside forward costs a few list
 appends; generic module hooks would cost a Python call per module per step.
 
-The MLP and the CNN are here; the recurrent network is in worker/recurrent.py.
+The MLP and the CNN are here, both a BlockStack of one weighted layer per block; the
+recurrent network is in worker/recurrent.py.
 """
 
 import torch
@@ -49,8 +50,19 @@ class Recording:
         self.pre_activation_grads = list(grads[len(params) :])
 
 
-class MLP(nn.Module):
-    """depth x [Linear -> optional norm -> activation], optional skips, then a Linear to the classes."""
+class BlockStack(nn.Module):
+    """depth x [weighted layer -> optional norm -> activation], optional skips, a pooling, then a Linear to the classes.
+
+    The MLP and the CNN are both this stack. A subclass says which weighted layer and
+    which norm make a block, how the last block's output is pooled for the output
+    layer, and what the trace calls its layers.
+    """
+
+    # A block's activations have their units along dimension 1: (batch, units) in the MLP,
+    # (batch, channels, height, width) in the CNN, where a unit is a channel.
+    unit_dim = 1
+    layer_name: str  # the trace names block i's layer f"{layer_name}.{i}"
+    layer_kind: str
 
     def __init__(
         self,
@@ -63,33 +75,43 @@ class MLP(nn.Module):
         residual: bool = False,
     ):
         super().__init__()
-        self.hidden = nn.ModuleList(nn.Linear(inputs if i == 0 else width, width) for i in range(depth))
-        self.norms = nn.ModuleList(_norm_layer(norm, width) for _ in range(depth)) if norm != "none" else None
+        # Constructors draw from the RNG: this order is what makes a seed give the same weights.
+        self.layers = nn.ModuleList(self.make_layer(inputs if i == 0 else width, width) for i in range(depth))
+        self.norms = nn.ModuleList(self.make_norm(norm, width) for _ in range(depth)) if norm != "none" else None
         self.activation = activation.module()
         self.output = nn.Linear(width, classes)
         # A skip needs the block's input and output to have the same shape.
-        self.skips = [residual and layer.in_features == width for layer in self.hidden]
+        self.skips = [residual and (i > 0 or inputs == width) for i in range(depth)]
+
+    def make_layer(self, inputs: int, width: int) -> nn.Module:
+        """A block's weighted layer, from `inputs` features (or channels) to `width`."""
+        raise NotImplementedError
+
+    def make_norm(self, norm: str, width: int) -> nn.Module:
+        """A block's norm layer over `width` features (or channels)."""
+        raise NotImplementedError
+
+    def pool(self, x: Tensor) -> Tensor:
+        """The last block's output as the output layer's (batch, width) input."""
+        raise NotImplementedError
 
     def forward(self, x: Tensor, recording: Recording | None = None) -> Tensor:
         """The logits; with a recording, also what the tracer measures."""
-        for i, layer in enumerate(self.hidden):
+        for i, layer in enumerate(self.layers):
             z = layer(x)
             h = self.norms[i](z) if self.norms is not None else z
             a = self.activation(h)
             if recording is not None:
                 recording.block(z, h, a)
             x = x + a if self.skips[i] else a
-        logits = self.output(x)
+        logits = self.output(self.pool(x))
         if recording is not None:
             recording.pre_activations.append(logits)
         return logits
 
-    # A hidden block's activations are (batch, units): dimension 1 counts units.
-    unit_dim = 1
-
-    def weighted_layers(self) -> list[nn.Linear]:
+    def weighted_layers(self) -> list[nn.Module]:
         """Every weighted layer in forward order, the output layer last."""
-        return [*self.hidden, self.output]
+        return [*self.layers, self.output]
 
     def layer_weights(self) -> list[list[Tensor]]:
         """The weight tensors of each traced layer: one per layer."""
@@ -97,25 +119,45 @@ class MLP(nn.Module):
 
     def layer_info(self) -> list[dict]:
         """The trace's `layers`: name and kind of each weighted layer, in forward order."""
-        return [{"name": f"hidden.{i}", "kind": "linear"} for i in range(len(self.hidden))] + [
+        return [{"name": f"{self.layer_name}.{i}", "kind": self.layer_kind} for i in range(len(self.layers))] + [
             {"name": "output", "kind": "linear"}
         ]
 
     def hidden_width(self) -> int:
-        """Units per hidden block: all blocks have the same, so their activations stack."""
+        """Units per block: all blocks have the same, so their activations stack."""
         return self.output.in_features
+
+
+class MLP(BlockStack):
+    """depth x [Linear -> optional norm -> activation], optional skips, then a Linear to the classes."""
+
+    layer_name = "hidden"
+    layer_kind = "linear"
+
+    def make_layer(self, inputs: int, width: int) -> nn.Module:
+        return nn.Linear(inputs, width)
+
+    def make_norm(self, norm: str, width: int) -> nn.Module:
+        if norm == "batchnorm":
+            return nn.BatchNorm1d(width)
+        if norm == "layernorm":
+            return nn.LayerNorm(width)
+        raise ValueError(f"unknown norm {norm!r}")
+
+    def pool(self, x: Tensor) -> Tensor:
+        return x
 
     def activation_shape(self, batch_size: int) -> tuple[int, ...]:
         """The shape of one hidden block's activations for a batch."""
         return (batch_size, self.hidden_width())
 
 
-class CNN(nn.Module):
+class CNN(BlockStack):
     """depth x [3x3 Conv (padding 1) -> optional norm -> activation], optional skips, global average pooling,
     then a Linear to the classes. Every block keeps the image size, so all blocks' activations stack."""
 
-    # A block's activations are (batch, channels, height, width): a unit is a channel.
-    unit_dim = 1
+    layer_name = "conv"
+    layer_kind = "conv"
 
     def __init__(
         self,
@@ -128,64 +170,26 @@ class CNN(nn.Module):
         residual: bool = False,
         image_size: int = IMAGE_SIZE,
     ):
-        super().__init__()
+        super().__init__(channels, width, depth, classes, activation, norm, residual)
         self.image_size = image_size
-        self.conv = nn.ModuleList(
-            nn.Conv2d(channels if i == 0 else width, width, kernel_size=3, padding=1) for i in range(depth)
-        )
-        self.norms = nn.ModuleList(_norm_layer_2d(norm, width) for _ in range(depth)) if norm != "none" else None
-        self.activation = activation.module()
-        self.output = nn.Linear(width, classes)
-        self.skips = [residual and layer.in_channels == width for layer in self.conv]
 
-    def forward(self, x: Tensor, recording: Recording | None = None) -> Tensor:
-        """The logits; with a recording, also what the tracer measures."""
-        for i, layer in enumerate(self.conv):
-            z = layer(x)
-            h = self.norms[i](z) if self.norms is not None else z
-            a = self.activation(h)
-            if recording is not None:
-                recording.block(z, h, a)
-            x = x + a if self.skips[i] else a
-        logits = self.output(x.mean(dim=(2, 3)))
-        if recording is not None:
-            recording.pre_activations.append(logits)
-        return logits
+    def make_layer(self, inputs: int, width: int) -> nn.Module:
+        return nn.Conv2d(inputs, width, kernel_size=3, padding=1)
 
-    def weighted_layers(self) -> list[nn.Module]:
-        """Every weighted layer in forward order, the output layer last."""
-        return [*self.conv, self.output]
+    def make_norm(self, norm: str, width: int) -> nn.Module:
+        if norm == "batchnorm":
+            return nn.BatchNorm2d(width)
+        if norm == "layernorm":
+            # LayerNorm over (channels, height, width) of each example, with a per-channel scale and shift.
+            return nn.GroupNorm(1, width)
+        raise ValueError(f"unknown norm {norm!r}")
 
-    def layer_weights(self) -> list[list[Tensor]]:
-        """The weight tensors of each traced layer: one per layer."""
-        return [[layer.weight] for layer in self.weighted_layers()]
-
-    def layer_info(self) -> list[dict]:
-        """The trace's `layers`: `conv.0` ... then `output`."""
-        return [{"name": f"conv.{i}", "kind": "conv"} for i in range(len(self.conv))] + [
-            {"name": "output", "kind": "linear"}
-        ]
+    def pool(self, x: Tensor) -> Tensor:
+        return x.mean(dim=(2, 3))
 
     def activation_shape(self, batch_size: int) -> tuple[int, ...]:
         """The shape of one block's activations for a batch."""
-        return (batch_size, self.output.in_features, self.image_size, self.image_size)
-
-
-def _norm_layer(norm: str, width: int) -> nn.Module:
-    if norm == "batchnorm":
-        return nn.BatchNorm1d(width)
-    if norm == "layernorm":
-        return nn.LayerNorm(width)
-    raise ValueError(f"unknown norm {norm!r}")
-
-
-def _norm_layer_2d(norm: str, channels: int) -> nn.Module:
-    if norm == "batchnorm":
-        return nn.BatchNorm2d(channels)
-    if norm == "layernorm":
-        # LayerNorm over (channels, height, width) of each example, with a per-channel scale and shift.
-        return nn.GroupNorm(1, channels)
-    raise ValueError(f"unknown norm {norm!r}")
+        return (batch_size, self.hidden_width(), self.image_size, self.image_size)
 
 
 def build_model(spec: ExperimentSpec) -> nn.Module:

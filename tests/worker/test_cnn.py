@@ -43,7 +43,7 @@ def reference_trace(spec: ExperimentSpec) -> dict[str, np.ndarray]:
         x, y = data.x[index], data.y[index]
         pre_activations, activation_inputs, activations = [], [], []
         h = x
-        for i, conv in enumerate(model.conv):
+        for i, conv in enumerate(model.layers):
             z = F.conv2d(h, conv.weight, conv.bias, padding=1)
             z_in = model.norms[i](z) if model.norms is not None else z
             a = model.activation(z_in)
@@ -133,11 +133,11 @@ def test_a_channel_dead_everywhere_reads_dead_and_one_alive_somewhere_does_not()
     spec = ExperimentSpec(**{**SMALL, "depth": 1, "steps": 1})
     model = build_model(spec)
     assert isinstance(model, CNN)
-    model.conv[0].bias[:3] = -100.0  # these three channels never fire
-    model.conv[0].bias[3:] = 0.0
-    model.conv[0].weight[3:] = 0.0
-    model.conv[0].weight[3:, 0, 1, 1] = 1.0  # these fire wherever the pixel is positive
-    a = model.activation(model.conv[0](load_dataset(spec, "cpu").x[:8]))
+    model.layers[0].bias[:3] = -100.0  # these three channels never fire
+    model.layers[0].bias[3:] = 0.0
+    model.layers[0].weight[3:] = 0.0
+    model.layers[0].weight[3:, 0, 1, 1] = 1.0  # these fire wherever the pixel is positive
+    a = model.activation(model.layers[0](load_dataset(spec, "cpu").x[:8]))
     scratch, work = torch.empty(1, *a.shape), torch.empty(1, *a.shape)
     values = stats.activation_stats([a], [a], ACTIVATIONS["relu"], scratch, work, unit_dim=1)
     assert values[2].tolist() == [0.5]

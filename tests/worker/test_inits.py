@@ -70,4 +70,4 @@ def test_the_model_is_the_same_for_the_same_seed_and_leaves_global_rng_alone():
     for a, b in zip(first.parameters(), second.parameters()):
         assert torch.equal(a, b)
     other = build_model(spec.model_copy(update={"seed": 6}))
-    assert not torch.equal(first.hidden[0].weight, other.hidden[0].weight)
+    assert not torch.equal(first.layers[0].weight, other.layers[0].weight)

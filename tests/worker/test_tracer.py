@@ -45,7 +45,7 @@ def reference_trace(spec: ExperimentSpec) -> dict[str, np.ndarray]:
 
         pre_activations, activation_inputs, activations = [], [], []
         h = x
-        for i, layer in enumerate(model.hidden):
+        for i, layer in enumerate(model.layers):
             z = layer(h)
             z_in = model.norms[i](z) if model.norms is not None else z
             a = model.activation(z_in)
