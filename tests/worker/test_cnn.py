@@ -1,107 +1,19 @@
-"""arch cnn: every traced metric against a brute-force reference, the model's shape, the datasets, learning.
-
-The reference trains its own copy of the model step by step, the slow and obvious way:
-its own forward pass through the conv blocks, `torch.autograd.grad` at every conv
-output, a channel's deadness read off a (batch, channels, height, width) array with
-numpy, the activation's slope from autograd, float64 sums, clipping by hand, and the
-weights copied before and after each optimizer step.
+"""arch cnn: every traced metric against the brute-force reference (tests/worker/reference.py), the model's
+shape, the datasets, learning.
 """
-
-import math
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from shared.spec import ExperimentSpec, cost, trace_values
-from shared.traces import DTYPES, LAYER_METRICS, STEP_METRICS, TIME_METRICS
+from shared.traces import LAYER_METRICS
+from tests.worker.reference import assert_traces_match, block_stack_trace
 from worker import stats
 from worker.activations import ACTIVATIONS
-from worker.datasets import Batches, load_dataset
+from worker.datasets import load_dataset
 from worker.models import CNN, build_model
-from worker.train import make_optimizer, train
-
-
-def norm64(tensors) -> float:
-    return math.sqrt(sum(float(t.detach().double().square().sum()) for t in tensors))
-
-
-def reference_trace(spec: ExperimentSpec) -> dict[str, np.ndarray]:
-    model = build_model(spec)
-    model.train()
-    data = load_dataset(spec, "cpu")
-    batches = Batches(len(data), spec.batch_size, spec.seed, "cpu")
-    params = list(model.parameters())
-    optimizer = make_optimizer(spec, params)
-    weights = [layer.weight for layer in model.weighted_layers()]
-    threshold = 0.01 * ACTIVATIONS[spec.activation].derivative_max
-    traced = set(spec.traced_steps())
-    rows = []
-    for step in range(spec.steps):
-        index = batches.indices(step)
-        x, y = data.x[index], data.y[index]
-        pre_activations, activation_inputs, activations = [], [], []
-        h = x
-        for i, conv in enumerate(model.layers):
-            z = F.conv2d(h, conv.weight, conv.bias, padding=1)
-            z_in = model.norms[i](z) if model.norms is not None else z
-            a = model.activation(z_in)
-            pre_activations.append(z)
-            activation_inputs.append(z_in)
-            activations.append(a)
-            h = h + a if spec.residual and h.shape == a.shape else a
-        logits = model.output(h.mean(dim=(2, 3)))
-        pre_activations.append(logits)
-        loss = F.cross_entropy(logits, y)
-        grads = torch.autograd.grad(loss, params + pre_activations)
-        for p, g in zip(params, grads[: len(params)]):
-            p.grad = g.clone()
-
-        row = {"step": step, "loss": float(loss.detach()), "accuracy": float((logits.argmax(1) == y).double().mean())}
-        row["total_grad_norm"] = norm64(p.grad for p in params)
-        row["grad_norm"] = [norm64([w.grad]) for w in weights]
-        row["weight_norm"] = [norm64([w]) for w in weights]
-        row["act_grad_norm"] = [norm64([g]) for g in grads[len(params) :]]
-        for name in ("act_mean", "act_std", "dead_fraction", "saturated_fraction"):
-            row[name] = []
-        for z_in, a in zip(activation_inputs, activations):
-            values = a.detach().double().numpy()  # (batch, channels, height, width)
-            row["act_mean"].append(values.mean())
-            row["act_std"].append(values.std())
-            # A channel is dead when it is <= 0 at every position of every example.
-            row["dead_fraction"].append(np.mean([(values[:, c] <= 0).all() for c in range(values.shape[1])]))
-            probe = z_in.detach().double().requires_grad_()
-            (slope,) = torch.autograd.grad(model.activation(probe).sum(), probe)
-            row["saturated_fraction"].append(float((slope.abs() < threshold).double().mean()))
-
-        row["clipped"] = 0
-        with torch.no_grad():
-            if spec.clipping is not None:
-                scale = spec.clipping.threshold / (row["total_grad_norm"] + 1e-6)
-                if scale < 1:
-                    row["clipped"] = 1
-                    for p in params:
-                        p.grad.mul_(scale)
-            before = [w.detach().clone() for w in weights]
-            optimizer.step()
-            row["update_ratio"] = [norm64([w - b]) / norm64([b]) for w, b in zip(weights, before)]
-        optimizer.zero_grad(set_to_none=True)
-        if step in traced:
-            rows.append(row)
-
-    trace = {name: np.array([r[name] for r in rows]) for name in ("step",) + STEP_METRICS + LAYER_METRICS}
-    for name in ("act_mean", "act_std", "dead_fraction", "saturated_fraction"):
-        trace[name] = np.concatenate([trace[name], np.full((len(rows), 1), np.nan)], axis=1)
-    trace["time_grad_norm"] = np.zeros((len(rows), 0))
-    return trace
-
-
-def assert_traces_match(traced: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> None:
-    for name in ("step",) + STEP_METRICS + LAYER_METRICS + TIME_METRICS:
-        assert traced[name].dtype == DTYPES[name], name
-        assert traced[name].shape == reference[name].shape, name
-        np.testing.assert_allclose(traced[name], reference[name], rtol=2e-4, atol=1e-6, err_msg=name)
+from worker.train import train
 
 
 SMALL = {"arch": "cnn", "depth": 3, "width": 6, "steps": 4, "batch_size": 16, "seed": 3}
@@ -110,7 +22,7 @@ SMALL = {"arch": "cnn", "depth": 3, "width": 6, "steps": 4, "batch_size": 16, "s
 @pytest.mark.parametrize("activation", ["relu", "tanh", "gelu", "sigmoid"])
 def test_every_metric_matches_the_reference(activation):
     spec = ExperimentSpec(**SMALL, activation=activation, init="kaiming_normal")
-    assert_traces_match(train(spec, device="cpu").trace, reference_trace(spec))
+    assert_traces_match(train(spec, device="cpu").trace, block_stack_trace(spec))
 
 
 @pytest.mark.parametrize(
@@ -125,7 +37,7 @@ def test_every_metric_matches_the_reference(activation):
 )
 def test_every_metric_matches_the_reference_with_options(options):
     spec = ExperimentSpec.model_validate({**SMALL, **options})
-    assert_traces_match(train(spec, device="cpu").trace, reference_trace(spec))
+    assert_traces_match(train(spec, device="cpu").trace, block_stack_trace(spec))
 
 
 @torch.no_grad()
@@ -188,15 +100,6 @@ def test_shapes_classes_are_colour_and_orientation():
         # Orientation: a vertical bar spreads down the rows of its column, so rows vary less than columns.
         vertical = channel.std(axis=0).mean() > channel.std(axis=1).mean()
         assert vertical == (label // 3 == 1)
-
-
-@pytest.fixture
-def one_thread():
-    """Small conv steps run faster on one thread when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("dataset", ["digits", "shapes"])

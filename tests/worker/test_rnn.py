@@ -4,7 +4,7 @@ datasets, learning, and the vanishing gradient through time.
 The reference runs PyTorch's own cells (nn.RNNCell, nn.LSTMCell, nn.GRUCell) on the
 model's parameters, one time step at a time, keeps every hidden state with
 `retain_grad()` and reads dL/dh_t off `.grad` after a plain `loss.backward()`; the
-rest (float64 norms, clipping by hand, weights copied around each step) as for the MLP.
+rest (float64 norms, clipping by hand, weights copied around each step) is tests/worker/reference.py's.
 """
 
 import math
@@ -17,7 +17,8 @@ from torch import nn
 from torch.func import functional_call
 
 from shared.spec import ExperimentSpec, cost, trace_values
-from shared.traces import DTYPES, LAYER_METRICS, STEP_METRICS, TIME_METRICS
+from shared.traces import LAYER_METRICS
+from tests.worker.reference import assert_traces_match, clip_and_step, norm64, stack_rows
 from worker.datasets import Batches, load_dataset
 from worker.models import build_model
 from worker.recurrent import RNN
@@ -25,10 +26,8 @@ from worker.train import make_optimizer, train
 
 CELLS = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
 FUSED = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
-
-
-def norm64(tensors) -> float:
-    return math.sqrt(sum(float(t.detach().double().square().sum()) for t in tensors))
+# PyTorch's cells and ours round differently; through a recurrence that is ~1e-6 relative.
+RTOL = 1e-3
 
 
 def reference_trace(spec: ExperimentSpec) -> dict[str, np.ndarray]:
@@ -86,41 +85,11 @@ def reference_trace(spec: ExperimentSpec) -> dict[str, np.ndarray]:
             # tanh' = 1 - tanh^2, below 1 % of its maximum 1.
             row["saturated_fraction"].append((1 - values**2 < 0.01).mean())
 
-        row["clipped"] = 0
-        with torch.no_grad():
-            if spec.clipping is not None and spec.clipping.mode == "norm":
-                scale = spec.clipping.threshold / (row["total_grad_norm"] + 1e-6)
-                if scale < 1:
-                    row["clipped"] = 1
-                    for p in params:
-                        p.grad.mul_(scale)
-            elif spec.clipping is not None:
-                t = spec.clipping.threshold
-                row["clipped"] = int(any(bool((p.grad.abs() > t).any()) for p in params))
-                for p in params:
-                    p.grad.clamp_(-t, t)
-            before = [[w.detach().clone() for w in ws] for ws in layers]
-            optimizer.step()
-            row["update_ratio"] = [
-                norm64([w - b for w, b in zip(ws, bs)]) / norm64(bs) for ws, bs in zip(layers, before)
-            ]
-        optimizer.zero_grad(set_to_none=True)
+        clip_and_step(spec, params, layers, optimizer, row)
         if step in traced:
             rows.append(row)
 
-    names = ("step",) + STEP_METRICS + LAYER_METRICS + TIME_METRICS
-    trace = {name: np.array([r[name] for r in rows]) for name in names}
-    for name in ("act_mean", "act_std", "dead_fraction", "saturated_fraction"):
-        trace[name] = np.concatenate([trace[name], np.full((len(rows), 1), np.nan)], axis=1)
-    return trace
-
-
-def assert_traces_match(traced: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> None:
-    for name in ("step",) + STEP_METRICS + LAYER_METRICS + TIME_METRICS:
-        assert traced[name].dtype == DTYPES[name], name
-        assert traced[name].shape == reference[name].shape, name
-        # PyTorch's cells and ours round differently; through a recurrence that is ~1e-6 relative.
-        np.testing.assert_allclose(traced[name], reference[name], rtol=1e-3, atol=1e-6, err_msg=name)
+    return stack_rows(rows)
 
 
 SMALL = {"arch": "rnn", "depth": 2, "width": 8, "steps": 4, "batch_size": 16, "seq_len": 7, "seed": 5}
@@ -130,7 +99,7 @@ SMALL = {"arch": "rnn", "depth": 2, "width": 8, "steps": 4, "batch_size": 16, "s
 @pytest.mark.parametrize("dataset", ["adding", "copy_first"])
 def test_every_metric_matches_the_reference(cell, dataset):
     spec = ExperimentSpec(**SMALL, cell=cell, dataset=dataset, lr=0.5)
-    assert_traces_match(train(spec, device="cpu").trace, reference_trace(spec))
+    assert_traces_match(train(spec, device="cpu").trace, reference_trace(spec), rtol=RTOL)
 
 
 @pytest.mark.parametrize(
@@ -146,7 +115,7 @@ def test_every_metric_matches_the_reference(cell, dataset):
 )
 def test_every_metric_matches_the_reference_with_options(options):
     spec = ExperimentSpec.model_validate({**SMALL, **options})
-    assert_traces_match(train(spec, device="cpu").trace, reference_trace(spec))
+    assert_traces_match(train(spec, device="cpu").trace, reference_trace(spec), rtol=RTOL)
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
@@ -213,15 +182,6 @@ def test_copy_first_labels_the_first_symbol():
     assert data.x.shape == (2048, 10, 4) and (data.x.sum(dim=2) == 1).all()
     assert torch.equal(data.x[:, 0].argmax(dim=1), data.y) and data.classes == 4
     assert not torch.equal(data.x[:, 1].argmax(dim=1), data.y)
-
-
-@pytest.fixture
-def one_thread():
-    """Small recurrent steps run faster on one thread, and far faster when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_an_lstm_learns_the_adding_problem(one_thread):
