@@ -6,6 +6,7 @@ stops them in order: the API, then the workers (their running experiment is
 handed back to the queue), then Redis, which writes its AOF on the way out.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -99,6 +100,16 @@ class Supervisor:
     def wait_http(self, url: str) -> None:
         self._wait(lambda: urllib.request.urlopen(url, timeout=2).read(), "the API", (OSError,))
 
+    def wait_worker(self, api_url: str) -> None:
+        """Until a worker node is listed: its pool has imported torch, so a first run starts at once."""
+
+        def listed() -> None:
+            with urllib.request.urlopen(f"{api_url}/api/v1/workers", timeout=2) as response:
+                if not json.load(response)["workers"]:
+                    raise OSError("no worker node yet")
+
+        self._wait(listed, "the worker", (OSError,), timeout=120)
+
     def watch(self) -> int:
         """Block until a signal or a child's death; stop everything; the exit status."""
         while not self.stopping:
@@ -167,6 +178,8 @@ def serve(host: str, port: int, workers: int, data_dir: Path, redis_url: str | N
         env,
     )
     supervisor.wait_http(f"http://{host}:{port}/healthz")
+    if workers > 0:
+        supervisor.wait_worker(f"http://{host}:{port}")
     where = "embedded Redis under " + str(data_dir / "redis") if embedded else "Redis at " + redis_url
     print(f"gradtrace is ready at http://{host}:{port} ({workers} worker process(es), {where}); Ctrl-C stops it",
           flush=True)

@@ -27,7 +27,9 @@ def _init_process(**_) -> None:
     import torch
 
     torch.set_num_threads(int(os.environ.get("GRADTRACE_TORCH_THREADS", "1")))
-    import worker.train  # noqa: F401  (pay the import before the first task, not during it)
+    from worker.train import warm_up
+
+    warm_up()  # pay the imports before the first task, not during it
 
     _context.cache_clear()
     store, settings = _context()

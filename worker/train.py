@@ -200,3 +200,11 @@ def concatenate(chunks: list[TraceChunk], layers: int, time_steps: int = 0) -> d
     """One trace from its chunks, in their order."""
     trace = empty_trace(layers, time_steps)
     return {name: np.concatenate([empty, *(c.arrays[name] for c in chunks)]) for name, empty in trace.items()}
+
+
+def warm_up() -> None:
+    """Run one tiny step, so that a pool process pays torch's lazy imports before its first task.
+
+    The first optimizer built in a process imports torch._dynamo (about 2 s here).
+    """
+    train(ExperimentSpec(depth=1, width=1, steps=1, batch_size=2), trace=False)
