@@ -12,7 +12,7 @@ import redis
 
 from shared.spec import ExperimentSpec
 from shared.store import Store, trace_key
-from shared.traces import ALL_METRICS, LAYER_METRICS
+from shared.traces import ALL_METRICS
 from worker.runner import StoreSink
 from worker.train import train
 
@@ -21,6 +21,7 @@ SPECS = {
     "default (depth 8, 300 steps)": dict(),
     "depth 20, 2000 steps": dict(depth=20, steps=2000, width=32),
     "depth 50, 2000 steps": dict(depth=50, steps=2000, width=32, init="kaiming_normal"),
+    "rnn depth 2, seq_len 50, 500 steps": dict(arch="rnn", depth=2, width=32, seq_len=50, steps=500),
 }
 
 
@@ -32,8 +33,8 @@ def measure(store: Store, spec: ExperimentSpec) -> tuple[int, int]:
     store.claim(experiment_id, token, lease_seconds=600, max_attempts=1)
     result = train(spec, StoreSink(store, experiment_id, token))
     store.finish(experiment_id, token, "succeeded")
-    rows, layers = result.trace["grad_norm"].shape
-    values = rows * layers * len(LAYER_METRICS) + rows * (len(ALL_METRICS) - len(LAYER_METRICS))
+    # Every value of every metric: (rows,), (rows, layers) and, for an RNN, (rows, seq_len).
+    values = sum(result.trace[name].size for name in ALL_METRICS)
     used = sum(store.redis.memory_usage(trace_key(experiment_id, m), samples=0) or 0 for m in ALL_METRICS)
     return used, values
 
