@@ -158,20 +158,8 @@ class CNN(BlockStack):
 
     layer_name = "conv"
     layer_kind = "conv"
-
-    def __init__(
-        self,
-        channels: int,
-        width: int,
-        depth: int,
-        classes: int,
-        activation: Activation,
-        norm: str = "none",
-        residual: bool = False,
-        image_size: int = IMAGE_SIZE,
-    ):
-        super().__init__(channels, width, depth, classes, activation, norm, residual)
-        self.image_size = image_size
+    # Every dataset of the CNN is IMAGE_SIZE x IMAGE_SIZE, and padding keeps it through the blocks.
+    image_size = IMAGE_SIZE
 
     def make_layer(self, inputs: int, width: int) -> nn.Module:
         return nn.Conv2d(inputs, width, kernel_size=3, padding=1)
