@@ -18,6 +18,7 @@ explode) or critical. numpy only: the API process computes it too.
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -183,7 +184,7 @@ def _log(value: float | None) -> float | None:
     return round(float(value), 4) + 0.0  # + 0.0: no -0.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class Prediction:
     """Per hidden layer (input side first) and at the fixed point, for one MLP."""
 
@@ -261,6 +262,9 @@ def _fixed_point(activation: str, scales: Scales, s2: float) -> tuple[float, flo
     return q_star, chi_star, depth_scale_q
 
 
+# Cached: the fixed point's quadratures cost milliseconds, more than a tiny run's training,
+# and the runs of a sweep share their shape across seeds (predictions are never mutated).
+@lru_cache(maxsize=256)
 def predict(
     depth: int, width: int, activation: str, init: str, *, init_std: float = 0.01, inputs: int | None = None,
     q_in: float = 1.0,
