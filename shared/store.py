@@ -9,7 +9,7 @@ a trace never mixes two attempts and a worker that lost its claim writes nothing
 import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis import Redis
 
@@ -86,7 +86,15 @@ for i = 4, #KEYS do redis.call('DEL', KEYS[i]) end
 redis.call('HDEL', KEYS[1], 'summary', 'error', 'finished_at', 'layers')
 redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[4], 'step', 0, 'rows', 0)
 redis.call('SADD', KEYS[3], KEYS[1])
-return {'claimed', attempts}
+return {'claimed', attempts, redis.call('HGET', KEYS[1], 'spec')}
+"""
+
+# KEYS: sequence, record, index.  ARGV: id, then the record's field/value pairs (seq left out).
+_CREATE = """
+local seq = redis.call('INCR', KEYS[1])
+redis.call('HSET', KEYS[2], 'seq', seq, unpack(ARGV, 2))
+redis.call('ZADD', KEYS[3], seq, ARGV[1])
+return seq
 """
 
 # KEYS: record, lease, metric keys...  ARGV: token, rows, step, blobs...
@@ -143,11 +151,20 @@ return 'ended:' .. status
 """
 
 
+class Claim(NamedTuple):
+    """What a claim came to: `outcome` is 'claimed', 'busy', 'missing', 'finished', 'cancelled' or 'exhausted'."""
+
+    outcome: str
+    attempt: int
+    spec: dict | None
+
+
 class Store:
     """Experiments, their leases and their traces in one Redis."""
 
     def __init__(self, redis: Redis):
         self.redis = redis
+        self._create = redis.register_script(_CREATE)
         self._claim = redis.register_script(_CLAIM)
         self._append = redis.register_script(_APPEND)
         self._update = redis.register_script(_UPDATE)
@@ -158,12 +175,14 @@ class Store:
     # --- the API's side -------------------------------------------------------
 
     def create(self, experiment_id: str, spec: dict, *, tenant: str = "", queue: str = "cpu") -> dict:
-        """Write a new queued experiment and index it, newest last."""
-        seq = self.redis.incr(SEQ_KEY)
-        with self.redis.pipeline() as pipe:
-            self.write_new(pipe, new_record(experiment_id, spec, tenant=tenant, queue=queue, seq=seq))
-            pipe.execute()
-        return self.get(experiment_id, tenant=tenant)
+        """Write a new queued experiment and index it, newest last: one round trip, the submit's only one here."""
+        record = new_record(experiment_id, spec, tenant=tenant, queue=queue, seq=0)
+        del record["seq"]  # numbered by the script, in the same step as the write
+        fields = [part for pair in record.items() for part in pair]
+        record["seq"] = self._create(keys=[SEQ_KEY, exp_key(experiment_id), index_key(tenant)],
+                                     args=[experiment_id, *fields])
+        # What `get` would read back, without reading it.
+        return _decode({str(name).encode(): str(value).encode() for name, value in record.items()})
 
     def write_new(self, pipe: Redis, record: dict) -> None:
         """Queue the writes of a record made by `new_record` on the caller's pipeline: the hash and its index entry."""
@@ -277,13 +296,18 @@ class Store:
 
     # --- the worker's side ----------------------------------------------------
 
-    def claim(self, experiment_id: str, token: str, *, lease_seconds: float, max_attempts: int) -> tuple[str, int]:
-        """Take the lease and start a fresh attempt: ('claimed', attempt) or why not."""
+    def claim(self, experiment_id: str, token: str, *, lease_seconds: float, max_attempts: int) -> Claim:
+        """Take the lease and start a fresh attempt: ('claimed', attempt, spec) or why not (attempt 0, no spec).
+
+        The spec comes back with the claim, so that a worker starts with one round trip.
+        """
         outcome = self._claim(
             keys=[exp_key(experiment_id), lease_key(experiment_id), RUNNING_KEY, *_trace_keys(experiment_id)],
             args=[token, int(lease_seconds * 1000), max_attempts, now_iso()],
         )
-        return outcome[0].decode(), int(outcome[1]) if len(outcome) > 1 else 0
+        if len(outcome) == 1:
+            return Claim(outcome[0].decode(), 0, None)
+        return Claim(outcome[0].decode(), int(outcome[1]), json.loads(outcome[2]))
 
     def update(self, experiment_id: str, token: str, **fields: Any) -> bool:
         """Set record fields while holding the lease; False if the lease is gone."""

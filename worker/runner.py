@@ -5,8 +5,12 @@ No Celery here: the task in worker/tasks.py is a thin shell around `run`.
 
 import logging
 import threading
+import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+from shared.cache import ResultCache
 from shared.diagnosis import diagnose
 from shared.settings import Settings
 from shared.spec import ExperimentSpec
@@ -40,49 +44,68 @@ class StoreSink:
         return outcome == 0
 
 
-class Heartbeat:
-    """Renews the lease in a thread, so that a long step never lets it lapse."""
+class LeaseKeeper:
+    """Renews the lease of the attempt that this process is running, from one thread for the process's life.
 
-    def __init__(self, store: Store, experiment_id: str, token: str, lease_seconds: float):
+    One thread rather than one per run: starting and joining a thread cost a tiny run
+    about a millisecond, more on a loaded machine, for a lease that a run of a few
+    seconds never needs to renew. The thread is started by the first run, in the
+    pool process, never in the parent that forks it (DESIGN.md). It renews every
+    lease_seconds / 3 whatever is held at that moment, so a claim is renewed within
+    a third of its lease. A renewal that reads a lease just released is refused by
+    its token, so the keeper never revives an attempt that has ended.
+    """
+
+    def __init__(self, store: Store, lease_seconds: float):
         self.store = store
-        self.experiment_id = experiment_id
-        self.token = token
         self.lease_seconds = lease_seconds
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"lease-{experiment_id}", daemon=True)
+        self._held: tuple[str, str] | None = None
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def hold(self, experiment_id: str, token: str) -> Iterator[None]:
+        """Keep this attempt's lease alive while the block runs."""
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._beat, name="gradtrace-lease", daemon=True)
+                self._thread.start()
+            self._held = (experiment_id, token)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held = None
 
     def _beat(self) -> None:
-        while not self._stop.wait(self.lease_seconds / 3):
+        while True:
+            time.sleep(self.lease_seconds / 3)
+            with self._lock:
+                held = self._held
+            if held is None:
+                continue
             try:
-                if not self.store.renew(self.experiment_id, self.token, lease_seconds=self.lease_seconds):
-                    return
+                if not self.store.renew(held[0], held[1], lease_seconds=self.lease_seconds):
+                    log.info("experiment %s: lease gone (deleted or taken over)", held[0])
             except Exception:  # Redis hiccup: the next beat tries again before the lease lapses
-                log.warning("lease renewal of %s failed", self.experiment_id, exc_info=True)
-
-    def __enter__(self) -> "Heartbeat":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._stop.set()
-        self._thread.join()
+                log.warning("lease renewal of %s failed", held[0], exc_info=True)
 
 
-def run(store: Store, settings: Settings, experiment_id: str) -> str:
+def run(store: Store, settings: Settings, lease: LeaseKeeper, experiment_id: str) -> str:
     """Run one attempt of the experiment; returns what happened ('succeeded', 'busy', ...)."""
     from worker.train import train  # torch is imported in the pool process, never in the parent
 
     token = uuid.uuid4().hex
-    outcome, attempt = store.claim(
+    claim = store.claim(
         experiment_id, token, lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts
     )
-    if outcome != "claimed":
-        log.info("experiment %s not run: %s", experiment_id, outcome)
-        return outcome
-    log.info("experiment %s: attempt %d", experiment_id, attempt)
+    if claim.outcome != "claimed":
+        log.info("experiment %s not run: %s", experiment_id, claim.outcome)
+        return claim.outcome
+    log.info("experiment %s: attempt %d", experiment_id, claim.attempt)
     try:
-        with Heartbeat(store, experiment_id, token, settings.lease_seconds):
-            spec = ExperimentSpec.model_validate(store.get(experiment_id)["spec"])
+        with lease.hold(experiment_id, token):
+            spec = ExperimentSpec.model_validate(claim.spec)
             sink = StoreSink(store, experiment_id, token)
             result = train(spec, sink, flush_seconds=settings.flush_seconds)
             if sink.lost:
@@ -95,12 +118,16 @@ def run(store: Store, settings: Settings, experiment_id: str) -> str:
                 "steps_run": result.steps_run,
                 "diverged_step": result.diverged_step,
                 "device": result.device,
-                "attempts": attempt,
+                "attempts": claim.attempt,
                 "diagnosis": diagnose(spec, result.trace, result.diverged_step),
                 "theory": compare_theory(spec, result.trace),
+                "cached": False,
+                "cached_from": None,
             }
             status = "cancelled" if result.cancelled else "succeeded"
-            store.finish(experiment_id, token, status, summary=summary, device=result.device)
+            recorded = store.finish(experiment_id, token, status, summary=summary, device=result.device)
+            if recorded and status == "succeeded":
+                ResultCache(store).remember(experiment_id, spec, result.device)
             return status
     except Exception as exc:
         store.finish(experiment_id, token, "failed", error={"message": f"{type(exc).__name__}: {exc}"})

@@ -14,10 +14,11 @@ from worker import registry, runner, sweeper
 
 
 @cache
-def _context() -> tuple[Store, Settings]:
-    """This pool process's own Redis connection and settings (never shared across a fork)."""
+def _context() -> tuple[Store, Settings, runner.LeaseKeeper]:
+    """This pool process's own Redis connection, settings and lease keeper (never shared across a fork)."""
     settings = Settings()
-    return Store(redis.Redis.from_url(settings.redis_url, health_check_interval=30)), settings
+    store = Store(redis.Redis.from_url(settings.redis_url, health_check_interval=30))
+    return store, settings, runner.LeaseKeeper(store, settings.lease_seconds)
 
 
 @worker_process_init.connect
@@ -32,7 +33,7 @@ def _init_process(**_) -> None:
     warm_up()  # pay the imports before the first task, not during it
 
     _context.cache_clear()
-    store, settings = _context()
+    store, settings, _ = _context()
     sweeper.start(store, make_celery(settings.redis_url), settings.sweep_seconds)
     # The node's heartbeat is written from here, not from the parent, which forks (worker/registry.py).
     registry.start(store.redis)
@@ -45,9 +46,9 @@ def _leave_registry(**_) -> None:
 
 @shared_task(name=RUN_TASK, bind=True, ignore_result=True, max_retries=None)
 def run_experiment(self, experiment_id: str) -> str:
-    store, settings = _context()
+    store, settings, lease = _context()
     with registry.running(experiment_id):
-        outcome = runner.run(store, settings, experiment_id)
+        outcome = runner.run(store, settings, lease, experiment_id)
     if outcome == "busy":
         # Another worker holds the lease: look again once it would have lapsed, in case that worker died.
         raise self.retry(countdown=settings.lease_seconds)

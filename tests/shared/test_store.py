@@ -33,9 +33,22 @@ def claim(store, experiment_id, token, max_attempts=3):
     return store.claim(experiment_id, token, lease_seconds=30, max_attempts=max_attempts)
 
 
+def test_create_answers_what_get_reads(store):
+    created = store.create("e2", ExperimentSpec(depth=3).model_dump(mode="json"), tenant="alice", queue="gpu")
+    assert created == store.get("e2", tenant="alice")
+    assert created["status"] == "queued" and created["spec"]["depth"] == 3 and created["queue"] == "gpu"
+    assert store.create("e3", ExperimentSpec().model_dump(mode="json"), tenant="alice")["seq"] == created["seq"] + 1
+    assert [record["id"] for record in store.list_experiments(tenant="alice")[0]] == ["e3", "e2"]
+
+
+def test_a_claim_brings_the_spec(store, experiment_id):
+    assert claim(store, experiment_id, "a") == ("claimed", 1, ExperimentSpec(depth=2).model_dump(mode="json"))
+    assert claim(store, experiment_id, "b") == ("busy", 0, None)
+
+
 def test_second_claim_while_leased_is_busy(store, experiment_id):
-    assert claim(store, experiment_id, "a") == ("claimed", 1)
-    assert claim(store, experiment_id, "b") == ("busy", 0)
+    assert claim(store, experiment_id, "a")[:2] == ("claimed", 1)
+    assert claim(store, experiment_id, "b")[:2] == ("busy", 0)
     assert store.get(experiment_id)["attempts"] == 1
 
 
@@ -59,7 +72,7 @@ def test_new_attempt_starts_from_a_clean_trace(store, experiment_id, redis_clien
     store.append_chunk(experiment_id, "a", chunk(0, 5, 1.0), 5)
     redis_client.delete(lease_key(experiment_id))  # the first worker died; its lease lapsed
     assert store.orphans() == [{"id": experiment_id, "queue": "cpu"}]
-    assert claim(store, experiment_id, "b") == ("claimed", 2)
+    assert claim(store, experiment_id, "b")[:2] == ("claimed", 2)
     assert store.orphans() == []
     store.update(experiment_id, "b", layers=LAYERS)
     store.append_chunk(experiment_id, "b", chunk(0, 2, 2.0), 2)
@@ -71,9 +84,9 @@ def test_new_attempt_starts_from_a_clean_trace(store, experiment_id, redis_clien
 
 def test_attempts_are_capped(store, experiment_id, redis_client):
     for attempt in range(1, 3):
-        assert claim(store, experiment_id, f"t{attempt}", max_attempts=2) == ("claimed", attempt)
+        assert claim(store, experiment_id, f"t{attempt}", max_attempts=2)[:2] == ("claimed", attempt)
         redis_client.delete(lease_key(experiment_id))
-    assert claim(store, experiment_id, "t3", max_attempts=2) == ("exhausted", 0)
+    assert claim(store, experiment_id, "t3", max_attempts=2)[:2] == ("exhausted", 0)
     record = store.get(experiment_id)
     assert record["status"] == "failed"
     assert "2 times" in record["error"]["message"]
@@ -89,7 +102,7 @@ def test_finish_releases_the_lease_and_compacts(store, experiment_id, redis_clie
     assert not redis_client.exists(lease_key(experiment_id))
     record = store.get(experiment_id)
     assert record["status"] == "succeeded" and record["summary"] == {"final_loss": 0.5}
-    assert claim(store, experiment_id, "b") == ("finished", 0)
+    assert claim(store, experiment_id, "b")[:2] == ("finished", 0)
     # 300 rows x 3 layers of float32, and no APPEND slack left behind (which can double
     # a string); what remains is the allocator's size class, at most a quarter more.
     key = f"gradtrace:trace:{experiment_id}:grad_norm"
@@ -102,7 +115,7 @@ def test_cancel_queued_then_conflict(store, experiment_id):
     assert store.get(experiment_id)["status"] == "cancelled"
     with pytest.raises(StatusConflict):
         store.request_cancel(experiment_id)
-    assert claim(store, experiment_id, "a") == ("finished", 0)
+    assert claim(store, experiment_id, "a")[:2] == ("finished", 0)
 
 
 def test_tenants_do_not_see_each_other(store):
