@@ -25,6 +25,7 @@ from api.validation import (
     query_int,
     query_list,
 )
+from shared.cache import ResultCache
 from shared.celery_app import RUN_TASK
 from shared.store import STATUSES
 
@@ -63,22 +64,24 @@ def experiment_json(record: dict[str, Any]) -> dict[str, Any]:
 
 @bp.post("")
 def create_experiment() -> tuple[dict, int, dict]:
-    """Validate the spec, write the record, then enqueue the run by name (DESIGN.md: record first)."""
+    """Validate the spec, write the record, then answer it from the result cache or enqueue the run
+    by name (DESIGN.md: record first)."""
     spec = experiment_spec(json_body())
     resources = get_resources()
-    experiment_id = uuid.uuid4().hex
-    queue = spec.queue()
-    record = resources.store.create(
-        experiment_id, spec.model_dump(mode="json"), tenant=current_tenant(), queue=queue
-    )
+    experiment_id, tenant, queue = uuid.uuid4().hex, current_tenant(), spec.queue()
+    record = resources.store.create(experiment_id, spec.model_dump(mode="json"), tenant=tenant, queue=queue)
     try:
-        resources.celery.send_task(RUN_TASK, args=[experiment_id], task_id=experiment_id, queue=queue)
+        cached = ResultCache(resources.store).serve([(experiment_id, spec)], tenant)
+        if not cached:
+            resources.celery.send_task(RUN_TASK, args=[experiment_id], task_id=experiment_id, queue=queue)
     except (OperationalError, redis.ConnectionError, redis.TimeoutError) as error:
         # Without its message nobody would ever run it (the sweeper only looks after running
         # experiments): take the record back, so that the client's retry is the one that runs.
         with contextlib.suppress(redis.RedisError):
             resources.store.delete(experiment_id)
         raise redis_unavailable(error) from None
+    if cached:
+        record = resources.store.get(experiment_id)
     location = url_for("experiments.get_experiment", experiment_id=experiment_id)
     return experiment_json(record), 202, {"Location": location}
 

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from api.errors import ApiError, handle_http_exception
 from api.resources import current_tenant, get_resources, get_store
 from api.validation import encode_cursor, error_details, json_body, query_cursor, query_int, validation_failed
+from shared.cache import ResultCache
 from shared.celery_app import RUN_TASK
 from shared.limits import LIMITS
 from shared.spec import ExperimentSpec
@@ -139,16 +140,21 @@ def handle_sweep_not_found(error: SweepNotFound) -> Response:
 
 @bp.post("")
 def create_sweep() -> tuple[dict, int, dict]:
-    """Validate every point, write all records at once, then send every run (DESIGN.md: record first)."""
+    """Validate every point, write all records at once, answer the points whose result is cached,
+    then send every other run (DESIGN.md: record first)."""
     plan = sweep_plan(json_body())
     resources = get_resources()
     sweeps, tenant, sweep_id = Sweeps(resources.store), current_tenant(), uuid.uuid4().hex
+    specs = [(uuid.uuid4().hex, spec) for _, spec in plan.points]
     experiments = [
-        (uuid.uuid4().hex, point, spec.model_dump(mode="json"), spec.queue()) for point, spec in plan.points
+        (experiment_id, point, spec.model_dump(mode="json"), spec.queue())
+        for (experiment_id, spec), (point, _) in zip(specs, plan.points)
     ]
     sweeps.create(sweep_id, base=plan.base, grid=plan.grid, name=plan.name, experiments=experiments, tenant=tenant)
     try:
-        send_runs(resources.celery, [(experiment_id, queue) for experiment_id, _, _, queue in experiments])
+        cached = ResultCache(resources.store).serve(specs, tenant)
+        runs = [(experiment_id, queue) for experiment_id, _, _, queue in experiments if experiment_id not in cached]
+        send_runs(resources.celery, runs)
     except (OperationalError, redis.ConnectionError, redis.TimeoutError) as error:
         raise _unqueued(sweeps, sweep_id, tenant, error) from None
     location = url_for("sweeps.get_sweep", sweep_id=sweep_id)

@@ -107,6 +107,8 @@ class ExperimentSpec(BaseModel):
     trace_every: int = Field(1, ge=1, le=LIMITS.steps)
     device: Device = "auto"
     name: str | None = Field(None, max_length=LIMITS.name_length)
+    # false: run afresh even when the same inputs have succeeded before (shared/cache.py).
+    cache: bool = True
     cell: Cell = "rnn"
     seq_len: int = Field(20, ge=2, le=LIMITS.seq_len)
 

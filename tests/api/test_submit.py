@@ -42,7 +42,7 @@ def test_accepted_with_defaults_and_location(client, redis_client):
         "arch": "mlp", "depth": 3, "width": 64, "activation": "relu", "init": "default", "init_std": 0.01,
         "clipping": None, "norm": "none", "residual": False, "dataset": "spirals", "optimizer": "sgd",
         "lr": 0.05, "batch_size": 64, "steps": 300, "seed": 0, "trace_every": 1, "device": "auto",
-        "name": "first", "cell": "rnn", "seq_len": 20,
+        "name": "first", "cache": True, "cell": "rnn", "seq_len": 20,
     }
     assert body["progress"] == {"step": 0, "steps": 300}
     assert body["started_at"] is None and body["finished_at"] is None
