@@ -98,7 +98,7 @@ def test_delete_while_running(client):
     assert client.get(f"/api/v1/experiments/{experiment_id}").status_code == 404
     assert client.get(f"/api/v1/experiments/{experiment_id}/traces").status_code == 404
     # The worker notices at its next write and takes the next experiment.
-    follow_up = submit(client, **SMALL)
+    follow_up = submit(client, **SMALL, cache=False)  # a run, not an answer from the result cache
     assert wait_for(client, follow_up, timeout=60)["status"] == "succeeded"
 
 
