@@ -31,8 +31,7 @@ from pathlib import Path
 import redis
 
 from shared.spec import ExperimentSpec
-from shared.store import Store, exp_key, now_iso, trace_key
-from shared.traces import ALL_METRICS
+from shared.store import Store, exp_key, now_iso, trace_keys
 
 log = logging.getLogger("gradtrace.cache")
 
@@ -154,6 +153,6 @@ class ResultCache:
             "summary": json.dumps({**source["summary"], "cached": True, "cached_from": source["id"]}),
         }
         keys = [exp_key(experiment_id), exp_key(source["id"])]
-        for metric in ALL_METRICS:
-            keys += [trace_key(source["id"], metric), trace_key(experiment_id, metric)]
+        for pair in zip(trace_keys(source["id"]), trace_keys(experiment_id)):
+            keys += pair
         self._serve(keys=keys, args=[item for pair in fields.items() for item in pair], client=pipe)

@@ -60,8 +60,14 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _trace_keys(experiment_id: str) -> list[str]:
-    return [trace_key(experiment_id, metric) for metric in ALL_METRICS]
+def packed_key(experiment_id: str) -> str:
+    """A finished run's trace in one string: each metric's byte length (uint32, ALL_METRICS order), then the bytes."""
+    return f"gradtrace:traces:{experiment_id}"
+
+
+def trace_keys(experiment_id: str) -> list[str]:
+    """Every key that can hold the experiment's trace: one per metric while it runs, the packed one once it ends."""
+    return [trace_key(experiment_id, metric) for metric in ALL_METRICS] + [packed_key(experiment_id)]
 
 
 # KEYS: record, lease, running set, trace keys...  ARGV: token, lease ms, max attempts, now
@@ -121,18 +127,44 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 """
 
-# KEYS: record, lease, running set, trace keys...  ARGV: token, then field/value pairs to set.
-# Rewrites each trace string so that it holds no APPEND slack, then lets go of the lease.
+# KEYS: record, lease, running set, the metrics' trace keys, the packed key.  ARGV: token, then
+# field/value pairs to set. Packs the trace into one string of exactly its size (no APPEND slack),
+# so that a finished run holds one key and one allocation, not one per metric each rounded up to
+# the allocator's next size class (bench/redis_bytes.py), then lets go of the lease.
 _FINISH = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-for i = 4, #KEYS do
-  local value = redis.call('GET', KEYS[i])
-  if value then redis.call('SET', KEYS[i], value) end
+local parts, lengths = {''}, {}
+for i = 4, #KEYS - 1 do
+  parts[#parts + 1] = redis.call('GET', KEYS[i]) or ''
+  lengths[#lengths + 1] = #parts[#parts]
 end
+parts[1] = struct.pack('<' .. string.rep('I4', #lengths), unpack(lengths))
+redis.call('DEL', unpack(KEYS, 4, #KEYS - 1))
+redis.call('SET', KEYS[#KEYS], table.concat(parts))
 redis.call('DEL', KEYS[2])
 redis.call('SREM', KEYS[3], KEYS[1])
 return 0
+"""
+
+# KEYS: packed trace.  ARGV: the metrics in its header, then the (1-based) places of those wanted.
+# Their bytes, or nothing while the trace is not packed (the run has not ended).
+_READ_PACKED = """
+local n = tonumber(ARGV[1])
+local header = redis.call('GETRANGE', KEYS[1], 0, 4 * n - 1)
+if #header < 4 * n then return {} end
+local starts, lengths, offset = {}, {}, 4 * n
+for i = 1, n do
+  lengths[i] = struct.unpack('<I4', header, 4 * i - 3)
+  starts[i] = offset
+  offset = offset + lengths[i]
+end
+local found = {}
+for j = 2, #ARGV do
+  local i = tonumber(ARGV[j])
+  found[j - 1] = lengths[i] > 0 and redis.call('GETRANGE', KEYS[1], starts[i], starts[i] + lengths[i] - 1) or ''
+end
+return found
 """
 
 # KEYS: record.  ARGV: now.
@@ -191,10 +223,7 @@ class Store:
 
     def get(self, experiment_id: str, *, tenant: str | None = None) -> dict:
         """The record as a dict; ExperimentNotFound for an unknown id or another tenant's."""
-        raw = self.redis.hgetall(exp_key(experiment_id))
-        if not raw or (tenant is not None and raw.get(b"tenant", b"").decode() != tenant):
-            raise ExperimentNotFound(f"no experiment {experiment_id}")
-        return _decode(raw)
+        return _owned(experiment_id, self.redis.hgetall(exp_key(experiment_id)), tenant)
 
     def list_experiments(
         self,
@@ -249,7 +278,7 @@ class Store:
     def delete_many(self, pipe: Redis, experiment_ids: list[str], *, tenant: str) -> None:
         """Queue the deletes of many experiments of one tenant on the caller's pipeline, as `delete` does one."""
         for experiment_id in experiment_ids:
-            pipe.delete(exp_key(experiment_id), lease_key(experiment_id), *_trace_keys(experiment_id))
+            pipe.delete(exp_key(experiment_id), lease_key(experiment_id), *trace_keys(experiment_id))
         if experiment_ids:
             pipe.zrem(index_key(tenant), *experiment_ids)
             pipe.srem(RUNNING_KEY, *(exp_key(experiment_id) for experiment_id in experiment_ids))
@@ -268,7 +297,7 @@ class Store:
         """Remove the record, its traces and its lease; a running worker stops at its next write."""
         record = self.get(experiment_id, tenant=tenant)
         with self.redis.pipeline() as pipe:
-            pipe.delete(exp_key(experiment_id), lease_key(experiment_id), *_trace_keys(experiment_id))
+            pipe.delete(exp_key(experiment_id), lease_key(experiment_id), *trace_keys(experiment_id))
             pipe.zrem(index_key(record["tenant"]), experiment_id)
             pipe.srem(RUNNING_KEY, exp_key(experiment_id))
             pipe.execute()
@@ -276,22 +305,26 @@ class Store:
     def read_traces(
         self, experiment_id: str, metrics: Iterable[str] = ALL_METRICS, *, tenant: str | None = None
     ) -> tuple[list[dict], dict[str, Any]]:
-        """The layers and the traced arrays so far, read in one transaction so rows agree."""
-        record = self.get(experiment_id, tenant=tenant)
-        # Time metrics exist only for archs with a time axis (rnn); the others leave them out.
-        steps_in_time = time_steps(record["spec"])
-        metrics = [m for m in dict.fromkeys(["step", *metrics]) if steps_in_time or m not in TIME_METRICS]
+        """The layers and the traced arrays so far: the record and the bytes in one transaction (one round
+        trip), from the per-metric keys of a running run or the packed key of one that has ended."""
+        metrics = list(dict.fromkeys(["step", *metrics]))
         with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hmget(exp_key(experiment_id), "layers", "rows")
+            pipe.hgetall(exp_key(experiment_id))
+            # EVAL rather than a registered Script: a pipeline checks that its scripts are loaded
+            # with one more round trip on every execute; Redis finds this one by its digest anyway.
+            places = [ALL_METRICS.index(metric) + 1 for metric in metrics]
+            pipe.eval(_READ_PACKED, 1, packed_key(experiment_id), len(ALL_METRICS), *places)
             for metric in metrics:
                 pipe.get(trace_key(experiment_id, metric))
-            (layers_raw, rows_raw), *blobs = pipe.execute()
-        layers = json.loads(layers_raw) if layers_raw else []
-        rows = int(rows_raw or 0)
+            raw, packed, *blobs = pipe.execute()
+        record = _owned(experiment_id, raw, tenant)
+        # Time metrics exist only for archs with a time axis (rnn); the others leave them out.
+        steps_in_time = time_steps(record["spec"])
+        layers = record.get("layers") or []
         arrays = {}
-        for metric, blob in zip(metrics, blobs):
-            array = from_bytes(metric, blob or b"", len(layers), steps_in_time)
-            arrays[metric] = array[:rows]
+        for metric, blob in zip(metrics, packed or blobs):
+            if steps_in_time or metric not in TIME_METRICS:
+                arrays[metric] = from_bytes(metric, blob or b"", len(layers), steps_in_time)[: record.get("rows", 0)]
         return layers, arrays
 
     # --- the worker's side ----------------------------------------------------
@@ -302,7 +335,7 @@ class Store:
         The spec comes back with the claim, so that a worker starts with one round trip.
         """
         outcome = self._claim(
-            keys=[exp_key(experiment_id), lease_key(experiment_id), RUNNING_KEY, *_trace_keys(experiment_id)],
+            keys=[exp_key(experiment_id), lease_key(experiment_id), RUNNING_KEY, *trace_keys(experiment_id)],
             args=[token, int(lease_seconds * 1000), max_attempts, now_iso()],
         )
         if len(outcome) == 1:
@@ -354,7 +387,7 @@ class Store:
         args = [token, "status", status, "finished_at", now_iso()]
         for name, value in fields.items():
             args += [name, _encode(name, value)]
-        keys = [exp_key(experiment_id), lease_key(experiment_id), RUNNING_KEY, *_trace_keys(experiment_id)]
+        keys = [exp_key(experiment_id), lease_key(experiment_id), RUNNING_KEY, *trace_keys(experiment_id)]
         return self._finish(keys=keys, args=args) == 0
 
 
@@ -383,6 +416,13 @@ def _encode(name: str, value: Any) -> str | int | float:
     if isinstance(value, bool):
         return int(value)
     return value
+
+
+def _owned(experiment_id: str, raw: dict[bytes, bytes], tenant: str | None) -> dict:
+    """The decoded record; ExperimentNotFound for an unknown id or another tenant's (None: any tenant)."""
+    if not raw or (tenant is not None and raw.get(b"tenant", b"").decode() != tenant):
+        raise ExperimentNotFound(f"no experiment {experiment_id}")
+    return _decode(raw)
 
 
 def _decode(raw: dict[bytes, bytes]) -> dict:

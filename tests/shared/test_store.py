@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from shared.spec import ExperimentSpec
-from shared.store import ExperimentNotFound, StatusConflict, Store, lease_key
-from shared.traces import TraceChunk
+from shared.store import ExperimentNotFound, StatusConflict, Store, lease_key, packed_key
+from shared.traces import ALL_METRICS, TraceChunk
 
 LAYERS = [{"name": f"hidden.{i}", "kind": "linear"} for i in range(2)] + [{"name": "output", "kind": "linear"}]
 
@@ -103,11 +103,44 @@ def test_finish_releases_the_lease_and_compacts(store, experiment_id, redis_clie
     record = store.get(experiment_id)
     assert record["status"] == "succeeded" and record["summary"] == {"final_loss": 0.5}
     assert claim(store, experiment_id, "b")[:2] == ("finished", 0)
-    # 300 rows x 3 layers of float32, and no APPEND slack left behind (which can double
-    # a string); what remains is the allocator's size class, at most a quarter more.
-    key = f"gradtrace:trace:{experiment_id}:grad_norm"
-    assert redis_client.strlen(key) == 300 * 3 * 4
-    assert redis_client.memory_usage(key) < 300 * 3 * 4 * 1.25 + 64
+    # One key holds the whole trace: a header of a uint32 length per metric, then 300 steps (int32),
+    # 300 losses and 300 rows x 3 layers (float32); no APPEND slack left behind (which can double a
+    # string), only the allocator's size class (at most a quarter more) and the key's own ~100 bytes.
+    assert redis_client.keys("gradtrace:trace:*") == []
+    size = len(ALL_METRICS) * 4 + 300 * 4 * 2 + 300 * 3 * 4
+    assert redis_client.strlen(packed_key(experiment_id)) == size
+    assert redis_client.memory_usage(packed_key(experiment_id)) < size * 1.25 + 128
+    layers, arrays = store.read_traces(experiment_id, ["grad_norm", "loss", "accuracy", "time_grad_norm"])
+    assert layers == LAYERS and list(arrays) == ["step", "grad_norm", "loss", "accuracy"]
+    assert arrays["step"].tolist() == list(range(300))
+    assert arrays["grad_norm"].shape == (300, 3) and np.all(arrays["grad_norm"] == 1.0)
+    assert np.all(arrays["loss"] == 1.0) and arrays["accuracy"].shape == (0,)
+
+
+def test_a_packed_trace_reads_back_each_metric_and_goes_with_its_experiment(store, redis_client):
+    spec = ExperimentSpec(arch="rnn", depth=1, width=4, seq_len=5).model_dump(mode="json")
+    store.create("r1", spec, tenant="alice")
+    claim(store, "r1", "a")
+    store.update("r1", "a", layers=LAYERS)
+    rng = np.random.default_rng(0)
+    arrays = {"step": np.arange(7), "clipped": rng.random(7) > 0.5, "act_std": rng.random((7, 3)),
+              "time_grad_norm": rng.random((7, 5))}
+    arrays["act_std"][:, -1] = np.nan
+    store.append_chunk("r1", "a", TraceChunk({name: array[:4] for name, array in arrays.items()}), 4)
+    store.append_chunk("r1", "a", TraceChunk({name: array[4:] for name, array in arrays.items()}), 7)
+    running = store.read_traces("r1", ["time_grad_norm", "clipped", "act_std"], tenant="alice")[1]
+    assert store.finish("r1", "a", "succeeded")
+    with pytest.raises(ExperimentNotFound):
+        store.read_traces("r1", tenant="bob")
+    _, ended = store.read_traces("r1", ["time_grad_norm", "clipped", "act_std"], tenant="alice")
+    for read in (running, ended):
+        assert list(read) == ["step", "time_grad_norm", "clipped", "act_std"]
+        assert read["step"].tolist() == list(range(7))
+        assert np.array_equal(read["clipped"], arrays["clipped"])
+        assert np.array_equal(read["act_std"], arrays["act_std"].astype(np.float32), equal_nan=True)
+        assert np.array_equal(read["time_grad_norm"], arrays["time_grad_norm"].astype(np.float32))
+    store.delete("r1")
+    assert redis_client.keys("gradtrace:trace*") == []
 
 
 def test_cancel_queued_then_conflict(store, experiment_id):
