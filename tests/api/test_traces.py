@@ -92,6 +92,23 @@ def test_json_is_the_same_across_block_boundaries(client, store, monkeypatch):
     assert_json_matches(whole, chunk.arrays)
 
 
+@pytest.mark.parametrize("query", ["", "?metrics=act_std,clipped", "?format=npz", "?format=csv&metrics=loss"])
+def test_a_finished_run_answers_what_it_answered_while_running(client, store, query):
+    experiment_id = start_run(client, store)
+    for start in range(0, 40, 8):  # the finish packs five chunks into one key
+        store.append_chunk(experiment_id, "token", make_chunk(list(range(start, start + 8)), seed=start), start + 8)
+    running = client.get(f"{URL}/{experiment_id}/traces{query}").data
+    assert store.finish(experiment_id, "token", "succeeded")
+    ended = client.get(f"{URL}/{experiment_id}/traces{query}").data
+    if "npz" in query:  # a zip's entries carry the time they were written: compare the arrays
+        running, ended = np.load(io.BytesIO(running)), np.load(io.BytesIO(ended))
+        assert running.files == ended.files and len(running["steps"]) == 40
+        for name in running.files:
+            np.testing.assert_array_equal(running[name], ended[name], err_msg=name)
+    else:
+        assert ended == running and len(running) > 300
+
+
 def test_metrics_selects_and_keeps_layers_and_steps(client, store):
     experiment_id = start_run(client, store)
     store.append_chunk(experiment_id, "token", make_chunk([0, 1]), 2)
