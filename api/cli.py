@@ -38,12 +38,12 @@ def serve(host: str, port: int, workers: int, data_dir: Path | None) -> None:
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--processes", default=2, show_default=True, type=click.IntRange(min=1), help="gunicorn worker processes")
 def api(host: str, port: int, processes: int) -> None:
-    """The API alone, under gunicorn. Needs REDIS_URL."""
+    """The API alone, under gunicorn (8 threads a process). Needs REDIS_URL."""
+    from api.serve import gunicorn_argv
+
     if not Settings().redis_url:
         raise click.UsageError("REDIS_URL is not set")
-    argv = [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--worker-class", "gthread",
-            "--workers", str(processes), "--threads", "8", "api.app:create_app()"]
-    os.execv(sys.executable, argv)
+    os.execv(sys.executable, gunicorn_argv(host, port, processes))
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

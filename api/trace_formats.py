@@ -30,6 +30,9 @@ from shared.traces import LAYER_METRICS, STEP_METRICS, TIME_METRICS
 METRICS = STEP_METRICS + LAYER_METRICS + TIME_METRICS
 # Values turned into text at once: bounds the memory of the numpy string arrays (128 bytes a value).
 BLOCK_VALUES = 1 << 16
+# Bytes of JSON gathered before they go to the server: one write (one chunk of the chunked
+# encoding) for a small trace instead of one per piece, at most about this much held for a large one.
+WRITE_BYTES = 1 << 20
 
 Arrays = dict[str, np.ndarray]
 
@@ -72,7 +75,21 @@ def as_json(experiment_id: str, layers: list[dict], arrays: Arrays) -> Response:
                 yield from _json_array(array)
         yield b"}"
 
-    return Response(pieces(), mimetype="application/json")
+    return Response(_gathered(pieces()), mimetype="application/json")
+
+
+def _gathered(pieces: Iterator[bytes]) -> Iterator[bytes]:
+    """The pieces joined into writes of about WRITE_BYTES."""
+    held: list[bytes] = []
+    size = 0
+    for piece in pieces:
+        held.append(piece)
+        size += len(piece)
+        if size >= WRITE_BYTES:
+            yield b"".join(held)
+            held, size = [], 0
+    if held:
+        yield b"".join(held)
 
 
 def as_npz(experiment_id: str, layers: list[dict], arrays: Arrays) -> Response:

@@ -147,22 +147,26 @@ redis.call('SREM', KEYS[3], KEYS[1])
 return 0
 """
 
-# KEYS: packed trace.  ARGV: the metrics in its header, then the (1-based) places of those wanted.
-# Their bytes, or nothing while the trace is not packed (the run has not ended).
-_READ_PACKED = """
+# KEYS: record, packed trace, the wanted metrics' trace keys.  ARGV: the metrics in the packed
+# header, then the (1-based) places of the wanted ones in it. Returns the record's HGETALL, then
+# each wanted metric's bytes: from the packed trace once the run has ended, else from its own key.
+_READ_TRACES = """
+local found = {redis.call('HGETALL', KEYS[1])}
 local n = tonumber(ARGV[1])
-local header = redis.call('GETRANGE', KEYS[1], 0, 4 * n - 1)
-if #header < 4 * n then return {} end
+local header = redis.call('GETRANGE', KEYS[2], 0, 4 * n - 1)
+if #header < 4 * n then
+  for i = 3, #KEYS do found[i - 1] = redis.call('GET', KEYS[i]) or '' end
+  return found
+end
 local starts, lengths, offset = {}, {}, 4 * n
 for i = 1, n do
   lengths[i] = struct.unpack('<I4', header, 4 * i - 3)
   starts[i] = offset
   offset = offset + lengths[i]
 end
-local found = {}
 for j = 2, #ARGV do
   local i = tonumber(ARGV[j])
-  found[j - 1] = lengths[i] > 0 and redis.call('GETRANGE', KEYS[1], starts[i], starts[i] + lengths[i] - 1) or ''
+  found[j] = lengths[i] > 0 and redis.call('GETRANGE', KEYS[2], starts[i], starts[i] + lengths[i] - 1) or ''
 end
 return found
 """
@@ -202,6 +206,7 @@ class Store:
         self._update = redis.register_script(_UPDATE)
         self._renew = redis.register_script(_RENEW)
         self._finish = redis.register_script(_FINISH)
+        self._read_traces = redis.register_script(_READ_TRACES)
         self._cancel = redis.register_script(_CANCEL)
 
     # --- the API's side -------------------------------------------------------
@@ -305,26 +310,21 @@ class Store:
     def read_traces(
         self, experiment_id: str, metrics: Iterable[str] = ALL_METRICS, *, tenant: str | None = None
     ) -> tuple[list[dict], dict[str, Any]]:
-        """The layers and the traced arrays so far: the record and the bytes in one transaction (one round
-        trip), from the per-metric keys of a running run or the packed key of one that has ended."""
+        """The layers and the traced arrays so far: the record and the bytes in one script (one command,
+        one round trip, rows that agree), from the per-metric keys of a running run or the packed key
+        of one that has ended."""
         metrics = list(dict.fromkeys(["step", *metrics]))
-        with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hgetall(exp_key(experiment_id))
-            # EVAL rather than a registered Script: a pipeline checks that its scripts are loaded
-            # with one more round trip on every execute; Redis finds this one by its digest anyway.
-            places = [ALL_METRICS.index(metric) + 1 for metric in metrics]
-            pipe.eval(_READ_PACKED, 1, packed_key(experiment_id), len(ALL_METRICS), *places)
-            for metric in metrics:
-                pipe.get(trace_key(experiment_id, metric))
-            raw, packed, *blobs = pipe.execute()
-        record = _owned(experiment_id, raw, tenant)
+        keys = [exp_key(experiment_id), packed_key(experiment_id), *(trace_key(experiment_id, m) for m in metrics)]
+        places = [ALL_METRICS.index(metric) + 1 for metric in metrics]
+        flat, *blobs = self._read_traces(keys=keys, args=[len(ALL_METRICS), *places])
+        record = _owned(experiment_id, dict(zip(flat[::2], flat[1::2])), tenant)
         # Time metrics exist only for archs with a time axis (rnn); the others leave them out.
         steps_in_time = time_steps(record["spec"])
         layers = record.get("layers") or []
         arrays = {}
-        for metric, blob in zip(metrics, packed or blobs):
+        for metric, blob in zip(metrics, blobs):
             if steps_in_time or metric not in TIME_METRICS:
-                arrays[metric] = from_bytes(metric, blob or b"", len(layers), steps_in_time)[: record.get("rows", 0)]
+                arrays[metric] = from_bytes(metric, blob, len(layers), steps_in_time)[: record.get("rows", 0)]
         return layers, arrays
 
     # --- the worker's side ----------------------------------------------------
