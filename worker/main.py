@@ -9,11 +9,24 @@ from shared.settings import Settings
 from worker import registry
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (taskset, a container's cpuset), else the host's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity on this platform (macOS)
+        return os.cpu_count() or 1
+
+
 def default_concurrency(queues: list[str]) -> int:
-    """One process per GPU on a GPU node, else one per core: small models scale by processes."""
+    """One process per GPU on a GPU node, else one per core: small models scale by processes (bench/scale.py)."""
     if queues == ["gpu"]:
         return max(1, _gpu_count())
-    return os.cpu_count() or 1
+    return usable_cores()
+
+
+def default_threads(concurrency: int) -> int:
+    """Torch threads per pool process: the cores shared out, so that the processes never oversubscribe them."""
+    return max(1, usable_cores() // concurrency)
 
 
 def _gpu_count() -> int:
@@ -41,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     if not settings.redis_url:
         parser.error("REDIS_URL is not set (gradtrace serve sets it for its own workers)")
     concurrency = args.concurrency or default_concurrency(queues)
-    threads = settings.torch_threads or max(1, (os.cpu_count() or 1) // concurrency)
+    threads = settings.torch_threads or default_threads(concurrency)
     os.environ["GRADTRACE_TORCH_THREADS"] = str(threads)
     # The parent does no torch work; keep OpenMP from sizing itself to the whole machine.
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
