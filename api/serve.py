@@ -23,7 +23,7 @@ import redis
 WORKER_GRACE = 10.0
 # The API under gunicorn, for `serve` and `gradtrace api` alike: gthread workers, whose threads
 # wait on Redis while another runs, and processes to use more than one core (the GIL holds a
-# process to one): on 2 cores, 2 x 8 serves 1.5-1.6x the requests of 1 x 8 (bench/api_load.py).
+# process to one): on 2 cores, 2 x 8 held up to 2.4x the requests per second of 1 x 8 (bench/api_load.py).
 API_PROCESSES = 2
 API_THREADS = 8
 
