@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from shared.spec import ExperimentSpec  # noqa: E402
 from worker import stats, train as train_module  # noqa: E402
+from worker.allocator import keep_memory  # noqa: E402
 from worker.tracer import Tracer  # noqa: E402
 
 CONFIGS = [
@@ -33,6 +34,7 @@ CONFIGS = [
     {"depth": 50, "width": 64, "batch_size": 128},
 ]
 VARIANTS = ("untraced", "full", "grad_norm", "every_10th")
+CLOCK = time.perf_counter
 
 
 class GradNormTracer(Tracer):
@@ -63,7 +65,7 @@ def alternating(base: type[Tracer], variant: str, block: int, tracers: list) -> 
             tracers.append(self)
 
         def recording(self, step):
-            self.stamps.append(time.perf_counter())
+            self.stamps.append(CLOCK())
             return super().recording(step)
 
     return Alternating
@@ -107,9 +109,14 @@ def main() -> None:
     # would dominate both the traced and the untraced steps.
     parser.add_argument("--init", default="kaiming_normal")
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--clock", choices=("wall", "thread"), default="wall",
+                        help="thread: the main thread's CPU time (with --threads 1, steadier on a busy machine)")
     args = parser.parse_args()
+    global CLOCK
+    CLOCK = time.thread_time if args.clock == "thread" else time.perf_counter
     if args.threads:
         torch.set_num_threads(args.threads)
+    keep_memory()  # as a worker process does
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{'cuda' if torch.cuda.is_available() else 'cpu'}; {args.steps} steps in blocks of {args.block}")
 

@@ -10,6 +10,7 @@ tracer uses those bounds where they exist: it then reads the activations it alre
 holds instead of a second copy of their inputs. The tests check that both agree.
 """
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,6 +57,18 @@ class Activation:
     def saturation_threshold(self) -> float:
         """Below this |phi'| a unit counts as saturated: 1 % of the largest slope."""
         return SATURATION * self.derivative_max
+
+    def saturated_intervals(self) -> tuple[list[tuple[float, float]], bool]:
+        """Where a value is saturated, as closed intervals, and whether they are on the input (else the output).
+
+        From the output bounds where they exist; for GELU and SiLU, the intervals of the
+        input where |phi'| < threshold, solved numerically (`saturated_inputs`).
+        """
+        if self.saturated_output is None:
+            return saturated_inputs(self.name), True
+        low, high = self.saturated_output
+        intervals = [(-INF, low)] if low > -INF else []
+        return intervals + ([(high, INF)] if high < INF else []), False
 
 
 def _relu_derivative_(z: Tensor) -> Tensor:
@@ -130,6 +143,37 @@ ACTIVATIONS: dict[str, Activation] = {
         Activation("linear", nn.Identity, _linear_derivative_, 1.0, (-INF, INF)),
     )
 }
+
+
+@functools.cache
+def saturated_inputs(name: str, span: float = 40.0, step: float = 1e-3) -> list[tuple[float, float]]:
+    """The closed intervals of z where |phi'(z)| < threshold, for an activation whose output does not tell.
+
+    Sign changes of |phi'(z)| - threshold on a float64 grid over [-span, span], each refined by
+    bisection to float64 precision; outside the grid phi' has reached its limits (0 or 1).
+    """
+    activation = ACTIVATIONS[name]
+    threshold = activation.saturation_threshold()
+
+    def below(z: Tensor) -> Tensor:
+        return activation.derivative_(z.clone()).abs_() < threshold
+
+    grid = torch.arange(-span, span + step, step, dtype=torch.float64)
+    inside = below(grid)
+    edges = torch.nonzero(inside[1:] != inside[:-1]).flatten().tolist()
+    crossings = []
+    for i in edges:
+        low, high = grid[i].item(), grid[i + 1].item()
+        for _ in range(60):
+            middle = (low + high) / 2
+            if below(torch.tensor([middle], dtype=torch.float64)).item() == inside[i].item():
+                low = middle
+            else:
+                high = middle
+        crossings.append(low if inside[i] else high)  # the last z inside, or the first
+    starts = ([-INF] if inside[0] else []) + [z for z, i in zip(crossings, edges) if not inside[i]]
+    ends = [z for z, i in zip(crossings, edges) if inside[i]] + ([INF] if inside[-1] else [])
+    return list(zip(starts, ends))
 
 
 def get_activation(name: str) -> Activation:

@@ -23,19 +23,37 @@ from worker.inits import apply_init
 
 
 class Recording:
-    """What one traced forward and backward pass keeps, per layer, for the tracer to reduce."""
+    """What one traced forward and backward pass keeps, per layer, for the tracer to reduce.
 
-    def __init__(self) -> None:
+    With a probe (the tracer's, on a CPU: worker.stats.HostProbe), each block's
+    activations and each layer's weights are also handed to it as the forward pass
+    goes, while they are in cache.
+    """
+
+    def __init__(self, probe=None) -> None:
+        self.probe = probe
         self.pre_activations: list[Tensor] = []  # z = W x + b of every weighted layer, logits last
         self.pre_activation_grads: list[Tensor] = []  # dLoss/dz, once `backward` has run
         self.activation_inputs: list[Tensor] = []  # per hidden block: the activation's input (after the norm)
         self.activations: list[Tensor] = []  # per hidden block: the activation's output
 
-    def block(self, pre_activation: Tensor, activation_input: Tensor, activation: Tensor) -> None:
-        """Keep a hidden block's linear output, the activation's input and its output."""
-        self.pre_activations.append(pre_activation)
+    def block(
+        self, pre_activations: list[Tensor], activation_input: Tensor, activation: Tensor, weights: list[Tensor]
+    ) -> None:
+        """Keep a hidden block's linear outputs (one; a recurrent layer's: one per time step), the activation's
+        input and its output; `weights` are the block's weight tensors."""
+        self.pre_activations.extend(pre_activations)
         self.activation_inputs.append(activation_input)
         self.activations.append(activation)
+        if self.probe is not None:
+            self.probe.weights(weights)
+            self.probe.block(activation_input, activation)
+
+    def output(self, logits: Tensor, weights: list[Tensor]) -> None:
+        """Keep the output layer's logits."""
+        self.pre_activations.append(logits)
+        if self.probe is not None:
+            self.probe.weights(weights)
 
     def backward(self, loss: Tensor, params: list[Tensor]) -> None:
         """loss.backward() that also keeps the loss gradient at every pre-activation.
@@ -102,11 +120,11 @@ class BlockStack(nn.Module):
             h = self.norms[i](z) if self.norms is not None else z
             a = self.activation(h)
             if recording is not None:
-                recording.block(z, h, a)
+                recording.block([z], h, a, [layer.weight])
             x = x + a if self.skips[i] else a
         logits = self.output(self.pool(x))
         if recording is not None:
-            recording.pre_activations.append(logits)
+            recording.output(logits, [self.output.weight])
         return logits
 
     def weighted_layers(self) -> list[nn.Module]:

@@ -84,12 +84,10 @@ class RNN(nn.Module):
             if recording is not None:
                 # The tracer's "pre-activations" of a recurrent layer are its hidden states, one per time
                 # step; its activation statistics are over the stacked (T, batch, width) sequence.
-                recording.pre_activations.extend(states)
-                recording.activation_inputs.append(xs)
-                recording.activations.append(xs)
+                recording.block(states, xs, xs, [layer.weight_ih, layer.weight_hh])
         outputs = self.output(xs[-1])
         if recording is not None:
-            recording.pre_activations.append(outputs)
+            recording.output(outputs, [self.output.weight])
         return outputs
 
     def weighted_layers(self) -> list[nn.Module]:

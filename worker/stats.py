@@ -2,42 +2,145 @@
 
 These are the pure half of tracing (the tracer decides when and where to keep
 the results). Each returns small device tensors; nothing here calls `.item()`.
-Per-tensor norms go through `torch._foreach_norm`, one fused kernel on a GPU;
-per-layer activation statistics stack the equally shaped hidden activations
-into one scratch tensor and reduce them together.
+
+Two implementations of the reductions. On a GPU, PyTorch's: per-tensor norms
+through `torch._foreach_norm` (one fused kernel), per-layer activation statistics
+over the hidden activations stacked into one scratch tensor. On a CPU, the C
+kernels of worker/_kernels.c: every tensor reduced in one pass and one call, in
+float64, where PyTorch would make a pass per tensor and per statistic and lose
+squares below ~1e-19 in float32. Where the package was installed without a C
+compiler the CPU uses the PyTorch path too.
 """
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from worker.activations import Activation
 
+try:
+    from worker import _kernels
+except ImportError:  # built without a C compiler: see pyproject.toml
+    _kernels = None
 
-# On a CPU, tensors at least this large get their norm from a BLAS dot product (see `norms`).
-DOT_MIN_NUMEL = 1 << 15
+
+def host_kernels(device: torch.device) -> bool:
+    """Whether the reductions on this device go through the C kernels."""
+    return device.type == "cpu" and _kernels is not None
 
 
 def norms(tensors: list[Tensor]) -> Tensor:
-    """The L2 norm of each tensor, as one (n,) tensor."""
-    # Summed in float32, as clip_grad_norm_ does: entries below ~1e-19 lose precision in
-    # their squares and below ~1e-23 add nothing. float64 would fix that at 3-10x the cost on a CPU.
-    if not tensors or tensors[0].device.type != "cpu":
-        return torch.stack(torch._foreach_norm(tensors))
-    # On a CPU _foreach_norm is a loop over the norm kernel, which sums squares at about half
-    # the speed of the BLAS dot product of a tensor with itself (the same float32 sum). The dot
-    # costs a Python call per tensor, which only large tensors repay.
-    small_tensors = [t for t in tensors if t.numel() < DOT_MIN_NUMEL]
-    small = iter(torch._foreach_norm(small_tensors) if small_tensors else ())
-    values = []
-    for tensor in tensors:
-        if tensor.numel() < DOT_MIN_NUMEL:
-            values.append(next(small))
-        else:
-            flat = tensor.reshape(-1)
-            values.append(torch.dot(flat, flat).sqrt_())
-    return torch.stack(values)
+    """The L2 norm of each tensor, as one (n,) float32 tensor on their device."""
+    if tensors and host_kernels(tensors[0].device):
+        return host_norms(tensors)
+    return torch_norms(tensors)
+
+
+def torch_norms(tensors: list[Tensor]) -> Tensor:
+    """`norms` by PyTorch: one foreach kernel, summed in float32 as clip_grad_norm_ does."""
+    return torch.stack(torch._foreach_norm(tensors))
+
+
+def host_norms(tensors: list[Tensor]) -> Tensor:
+    """`norms` by the C kernel."""
+    sums = host_sums(tensors)
+    with np.errstate(over="ignore"):  # a norm beyond float32's range is inf, as on the PyTorch path
+        return torch.from_numpy(np.sqrt(sums, out=sums).astype(np.float32))
+
+
+def host_sums(tensors: list[Tensor]) -> np.ndarray:
+    """The sum of squares of each float32 CPU tensor, in float64, by one call of the C kernel."""
+    tensors = [kernel_ready(t) for t in tensors]
+    sums = np.empty(len(tensors))
+    addresses = np.fromiter((t.data_ptr() for t in tensors), np.uint64, len(tensors))
+    _kernels.sumsq(addresses, np.fromiter((t.numel() for t in tensors), np.int64, len(tensors)), sums)
+    return sums
+
+
+def kernel_ready(tensor: Tensor) -> Tensor:
+    """The tensor as the C kernels read it: float32 values at consecutive addresses."""
+    if tensor.dtype is not torch.float32:
+        raise TypeError(f"the tracer's kernels take float32 tensors, not {tensor.dtype}")
+    return tensor if tensor.is_contiguous() else tensor.contiguous()
+
+
+def saturation_limits(activation: Activation) -> tuple[tuple[float, float, float, float], bool]:
+    """The kernel's form of `Activation.saturated_intervals`: two intervals (an empty one is [inf, -inf])
+    and whether they apply to the activation's input."""
+    intervals, on_input = activation.saturated_intervals()
+    if len(intervals) > 2:
+        raise ValueError(f"{activation.name}: the kernel takes at most two saturated intervals")
+    flat = [bound for interval in intervals for bound in interval] + [math.inf, -math.inf] * (2 - len(intervals))
+    return (flat[0], flat[1], flat[2], flat[3]), on_input
+
+
+def host_block_stats(
+    out: np.ndarray, row: int, activation: Tensor, activation_input: Tensor, unit_dim: int, saturation: tuple
+) -> None:
+    """out[row] = mean, std, dead fraction, saturated fraction of one block, by the C kernel (see `activation_stats`)."""
+    limits, on_input = saturation
+    activation = kernel_ready(activation)
+    tested = kernel_ready(activation_input) if on_input else activation
+    outer, units, inner = unit_layout(activation.shape, unit_dim)
+    _kernels.block_stats(out, row, activation.data_ptr(), tested.data_ptr(), outer, units, inner, *limits)
+
+
+def unit_layout(shape: torch.Size, unit_dim: int) -> tuple[int, int, int]:
+    """A block's shape as the kernel reads it: outer x units x inner."""
+    return math.prod(shape[:unit_dim]), shape[unit_dim], math.prod(shape[unit_dim + 1 :])
+
+
+# Blocks at least this large are measured during the forward pass (HostProbe), while in cache;
+# smaller ones all together after backward, where one call costs less than one per block.
+PROBE_MIN_VALUES = 1 << 15
+
+
+class HostProbe:
+    """On a CPU, what the tracer measures during a traced forward pass, while it is in cache.
+
+    A layer's weights have just been read by its matrix product, a block's activations
+    just written: measured then, they come from the core's cache. Measured after
+    backward, a deep network's weights and activations would come from memory again.
+    The model's forward calls `block` per hidden block and `weights` per weighted layer
+    (through its Recording), in forward order.
+    """
+
+    def __init__(self, activation: Activation, unit_dim: int, blocks: int, weights: int):
+        self.saturation = saturation_limits(activation)
+        self.unit_dim = unit_dim
+        self.stats = np.empty((blocks, 4))
+        self.weight_sums = np.empty(weights)
+        self._blocks = self._weights = 0
+
+    def start(self) -> "HostProbe":
+        """Ready for a new forward pass."""
+        self._blocks = self._weights = 0
+        return self
+
+    def block(self, activation_input: Tensor, activation: Tensor) -> None:
+        host_block_stats(self.stats, self._blocks, activation, activation_input, self.unit_dim, self.saturation)
+        self._blocks += 1
+
+    def weights(self, weights: list[Tensor]) -> None:
+        for weight in weights:
+            weight = kernel_ready(weight)
+            self.weight_sums[self._weights] = _kernels.sumsq_one(weight.data_ptr(), weight.numel())
+            self._weights += 1
+
+    def activation_stats(self) -> Tensor:
+        """The pass's (4, blocks) activation statistics, as `activation_stats` gives them."""
+        if self._blocks != len(self.stats):
+            raise RuntimeError(f"the forward pass reported {self._blocks} of {len(self.stats)} blocks")
+        with np.errstate(over="ignore"):
+            return torch.from_numpy(np.ascontiguousarray(self.stats.T, np.float32))
+
+    def weight_squares(self) -> np.ndarray:
+        """The pass's sums of squares of the weights, in forward order, float64."""
+        if self._weights != len(self.weight_sums):
+            raise RuntimeError(f"the forward pass reported {self._weights} of {len(self.weight_sums)} weights")
+        return self.weight_sums
 
 
 def batch_accuracy(logits: Tensor, targets: Tensor) -> Tensor:
@@ -49,20 +152,64 @@ def activation_stats(
     activations: list[Tensor],
     activation_inputs: list[Tensor],
     activation: Activation,
-    scratch: Tensor,
-    work: Tensor,
+    workspace: "Workspace | None",
     unit_dim: int = 1,
 ) -> Tensor:
     """Per hidden block: mean, std, dead fraction, saturated fraction of its activations, as (4, blocks).
 
     `activations` and `activation_inputs` hold one equally shaped tensor per block, whose
     dimension `unit_dim` counts units: (batch, units) for an MLP, (batch, channels, height,
-    width) for a CNN (a unit is a channel), (time, batch, units) for an RNN. `scratch` and
-    `work` are (blocks, ...) tensors that this function overwrites. The std is the population
-    std over all of a block's values; a unit is dead when its output is <= 0 at every other
-    index (every example, position, time step); an activation is saturated where
-    |phi'(input)| < 1 % of max phi'.
+    width) for a CNN (a unit is a channel), (time, batch, units) for an RNN. The std is the
+    population std over all of a block's values; a unit is dead when its output is <= 0 at
+    every other index (every example, position, time step); an activation is saturated where
+    |phi'(input)| < 1 % of max phi'. `workspace` is the PyTorch path's scratch memory (None
+    where the C kernels do the work: see `Workspace.needed`).
     """
+    if workspace is None:
+        return host_activation_stats(activations, activation_inputs, activation, unit_dim)
+    return torch_activation_stats(activations, activation_inputs, activation, workspace.scratch, workspace.work, unit_dim)
+
+
+class Workspace:
+    """Scratch memory of the PyTorch path of `activation_stats`: two tensors the shape of all hidden blocks."""
+
+    def __init__(self, blocks: int, shape: tuple[int, ...], device: torch.device):
+        self.scratch = torch.empty(blocks, *shape, device=device)
+        self.work = torch.empty(blocks, *shape, device=device)
+
+    @staticmethod
+    def needed(device: torch.device) -> bool:
+        return not host_kernels(device)
+
+
+def host_activation_stats(
+    activations: list[Tensor], activation_inputs: list[Tensor], activation: Activation, unit_dim: int = 1
+) -> Tensor:
+    """`activation_stats` by one call of the C kernel: a pass over each block's outputs (and inputs, for GELU and SiLU)."""
+    limits, on_input = saturation_limits(activation)
+    outputs = [kernel_ready(a) for a in activations]
+    tested = [kernel_ready(z) for z in activation_inputs] if on_input else outputs
+    out = np.empty((len(outputs), 4))
+    _kernels.activation_stats(
+        out,
+        np.fromiter((a.data_ptr() for a in outputs), np.uint64, len(outputs)),
+        np.fromiter((z.data_ptr() for z in tested), np.uint64, len(tested)),
+        *unit_layout(outputs[0].shape, unit_dim),
+        *limits,
+    )
+    with np.errstate(over="ignore"):
+        return torch.from_numpy(np.ascontiguousarray(out.T, np.float32))
+
+
+def torch_activation_stats(
+    activations: list[Tensor],
+    activation_inputs: list[Tensor],
+    activation: Activation,
+    scratch: Tensor,
+    work: Tensor,
+    unit_dim: int = 1,
+) -> Tensor:
+    """`activation_stats` by PyTorch; `scratch` and `work` are (blocks, ...) tensors that it overwrites."""
     blocks = scratch.shape[0]
     count = scratch[0].numel()
     flat = scratch.view(blocks, -1)

@@ -133,14 +133,24 @@ class Tracer:
             snapshot=bool(self._traced),
             combine=lambda norms: per_layer(norms, self._weight_groups, self.layers),
         )
-        if self._traced:
-            hidden = (self.layers - 1, *model.activation_shape(batch_size))
-            self._scratch = torch.empty(hidden, device=device)
-            self._work = torch.empty(hidden, device=device)
+        # Where the activation statistics and the weight norms are measured: during the forward pass
+        # by the C kernels on a CPU (the probe), after backward by PyTorch elsewhere (the workspace).
+        # Where the activation statistics and the weight norms are measured: on a CPU by the C kernels,
+        # during the forward pass for large blocks (the probe) and after backward for small ones; elsewhere
+        # by PyTorch after backward (in the workspace).
+        self._probe = self._workspace = None
+        block = model.activation_shape(batch_size)
+        if self._traced and stats.host_kernels(device):
+            if math.prod(block) >= stats.PROBE_MIN_VALUES:
+                self._probe = stats.HostProbe(activation, model.unit_dim, self.layers - 1, len(self.weights))
+        elif self._traced:
+            self._workspace = stats.Workspace(self.layers - 1, block, device)
 
     def recording(self, step: int) -> Recording | None:
         """A recording for the forward pass of a traced step, None for the others."""
-        return Recording() if step in self._traced else None
+        if step not in self._traced:
+            return None
+        return Recording(self._probe.start() if self._probe is not None else None)
 
     def backward(self, loss: Tensor, recording: Recording | None) -> None:
         """loss.backward(); on a traced step, keeping the gradients at the pre-activations too."""
@@ -159,15 +169,7 @@ class Tracer:
             return
         layers, weights = self.layers, len(self.weights)
         grads = len(recording.pre_activation_grads)
-        # Every norm of the row in one foreach call: the weight gradients, the weights and the
-        # pre-activation gradients, tensor by tensor; then the other gradients (biases, norm
-        # layers), which only the total needs.
-        norms = stats.norms(
-            [w.grad for w in self.weights]
-            + self.weights
-            + recording.pre_activation_grads
-            + [p.grad for p in self.params[len(self.weights) :]]
-        )
+        norms, activations = self._reduce(recording)
         total_grad_norm = stats.global_norm(norms[:weights], norms[2 * weights + grads :])
         if self._weight_groups is None and self._grad_groups is None:
             layer_norms = norms[: 3 * layers]  # one tensor per layer each: already in the row's order
@@ -179,14 +181,6 @@ class Tracer:
                     per_layer(norms[2 * weights : 2 * weights + grads], self._grad_groups, layers),
                 ]
             )
-        activations = stats.activation_stats(
-            recording.activations,
-            recording.activation_inputs,
-            self.activation,
-            self._scratch,
-            self._work,
-            unit_dim=self.unit_dim,
-        )
         accuracy = loss.new_full((), math.nan) if self.regression else stats.batch_accuracy(logits, targets)
         values = [torch.stack([loss.detach(), accuracy, total_grad_norm]), layer_norms, activations.view(-1)]
         if self.time_steps:
@@ -198,6 +192,30 @@ class Tracer:
         self._updates.before_step()
         self._row_steps.append(step)
         self._pending = row
+
+    def _reduce(self, recording: Recording) -> tuple[Tensor, Tensor]:
+        """Every norm of the row, tensor by tensor: the weight gradients, the weights, the pre-activation
+        gradients, then the other gradients (biases, norm layers), which only the total needs; and the
+        (4, blocks) activation statistics."""
+        grads = [w.grad for w in self.weights]
+        others = [p.grad for p in self.params[len(self.weights) :]]
+        if self._probe is None:
+            norms = stats.norms(grads + self.weights + recording.pre_activation_grads + others)
+            activations = stats.activation_stats(
+                recording.activations,
+                recording.activation_inputs,
+                self.activation,
+                self._workspace,
+                unit_dim=self.unit_dim,
+            )
+            return norms, activations
+        # The weights and activations were measured during the forward pass; the gradients now, in one call.
+        sums = stats.host_sums(grads + recording.pre_activation_grads + others)
+        weights = len(grads)
+        norms = np.concatenate([sums[:weights], self._probe.weight_squares(), sums[weights:]])
+        with np.errstate(over="ignore"):
+            norms = torch.from_numpy(np.sqrt(norms, out=norms).astype(np.float32))
+        return norms, self._probe.activation_stats()
 
     @torch.no_grad()
     def measure_update(self, clipped: Tensor | None) -> None:

@@ -40,8 +40,9 @@ def test_every_metric_matches_the_reference_with_options(options):
     assert_traces_match(train(spec, device="cpu").trace, block_stack_trace(spec))
 
 
+@pytest.mark.parametrize("kernels", [True, False], ids=["c_kernels", "pytorch"])
 @torch.no_grad()
-def test_a_channel_dead_everywhere_reads_dead_and_one_alive_somewhere_does_not():
+def test_a_channel_dead_everywhere_reads_dead_and_one_alive_somewhere_does_not(kernels):
     spec = ExperimentSpec(**{**SMALL, "depth": 1, "steps": 1})
     model = build_model(spec)
     assert isinstance(model, CNN)
@@ -50,8 +51,8 @@ def test_a_channel_dead_everywhere_reads_dead_and_one_alive_somewhere_does_not()
     model.layers[0].weight[3:] = 0.0
     model.layers[0].weight[3:, 0, 1, 1] = 1.0  # these fire wherever the pixel is positive
     a = model.activation(model.layers[0](load_dataset(spec, "cpu").x[:8]))
-    scratch, work = torch.empty(1, *a.shape), torch.empty(1, *a.shape)
-    values = stats.activation_stats([a], [a], ACTIVATIONS["relu"], scratch, work, unit_dim=1)
+    workspace = None if kernels else stats.Workspace(1, tuple(a.shape), a.device)
+    values = stats.activation_stats([a], [a], ACTIVATIONS["relu"], workspace, unit_dim=1)
     assert values[2].tolist() == [0.5]
 
 

@@ -1,0 +1,114 @@
+"""The tracer's two ways to reduce on a CPU: the C kernels (worker/_kernels.c), which the other tests
+exercise, and the PyTorch path that a GPU uses (and a CPU where the package was built without a
+compiler), run here on the CPU against the same brute-force reference."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from shared.spec import ExperimentSpec
+from tests.worker.reference import assert_traces_match, block_stack_trace
+from worker import stats
+from worker.activations import ACTIVATIONS, get_activation
+from worker.train import train
+
+
+@pytest.fixture
+def pytorch_path(monkeypatch):
+    """Reduce with PyTorch, as on a GPU."""
+    monkeypatch.setattr(stats, "_kernels", None)
+
+
+@pytest.fixture
+def forward_probe(monkeypatch):
+    """Measure every block during the forward pass, as large ones are (these are small)."""
+    monkeypatch.setattr(stats, "PROBE_MIN_VALUES", 1)
+
+
+def test_the_kernels_are_built_here():
+    # CI installs with a compiler: a missing build would silently test only the slow path.
+    assert stats._kernels is not None
+    assert stats.host_kernels(torch.device("cpu"))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"activation": "relu"},
+        {"activation": "gelu", "optimizer": "adam", "lr": 0.01},
+        {"activation": "sigmoid", "norm": "batchnorm", "residual": True},
+        {"arch": "cnn", "depth": 2, "width": 4, "batch_size": 8},
+    ],
+    ids=lambda options: ",".join(f"{k}={v}" for k, v in options.items()),
+)
+def test_the_pytorch_path_matches_the_reference(pytorch_path, options):
+    spec = ExperimentSpec.model_validate({"depth": 3, "width": 8, "steps": 3, "batch_size": 32, "seed": 3, **options})
+    assert_traces_match(train(spec, device="cpu").trace, block_stack_trace(spec))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"activation": "relu"},
+        {"activation": "silu", "optimizer": "momentum", "norm": "layernorm"},
+        {"arch": "cnn", "depth": 2, "width": 4, "batch_size": 8, "residual": True},
+        {"clipping": {"mode": "norm", "threshold": 0.05}, "optimizer": "adam", "lr": 0.01},
+    ],
+    ids=lambda options: ",".join(f"{k}={v}" for k, v in options.items()),
+)
+def test_the_forward_probe_matches_the_reference(forward_probe, options):
+    spec = ExperimentSpec.model_validate({"depth": 3, "width": 8, "steps": 3, "batch_size": 32, "seed": 5, **options})
+    assert_traces_match(train(spec, device="cpu").trace, block_stack_trace(spec))
+
+
+@pytest.mark.parametrize("probe", [False, True], ids=["after_backward", "forward_probe"])
+def test_both_paths_give_the_same_rnn_trace(monkeypatch, probe):
+    if probe:
+        monkeypatch.setattr(stats, "PROBE_MIN_VALUES", 1)
+    spec = ExperimentSpec(arch="rnn", cell="lstm", depth=2, width=8, seq_len=6, steps=3, batch_size=16)
+    kernels = train(spec, device="cpu").trace
+    monkeypatch.setattr(stats, "_kernels", None)
+    pytorch = train(spec, device="cpu").trace
+    for name in kernels:
+        np.testing.assert_allclose(kernels[name], pytorch[name], rtol=2e-4, atol=1e-7, err_msg=name)
+
+
+def test_norms_add_squares_below_float32s_reach():
+    # Squares of 1e-25 underflow float32 (PyTorch's sum); the kernels sum in float64.
+    tiny = torch.full((1000,), 1e-25)
+    assert stats.host_norms([tiny]).item() == pytest.approx(1e-25 * math.sqrt(1000), rel=1e-6)
+    assert stats.torch_norms([tiny]).item() < 1e-25
+
+
+def test_norms_of_non_contiguous_tensors_and_of_overflowing_ones():
+    x = torch.randn(64, 32)
+    assert stats.host_norms([x.t()]).item() == pytest.approx(torch.linalg.vector_norm(x.double()).item(), rel=1e-6)
+    assert stats.host_norms([torch.full((4,), 3e38)]).item() == math.inf
+
+
+def test_the_kernels_refuse_other_dtypes():
+    with pytest.raises(TypeError, match="float32"):
+        stats.host_norms([torch.ones(3, dtype=torch.float64)])
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("unit_dim,shape", [(1, (64, 48)), (1, (8, 6, 5, 5)), (2, (7, 9, 12))])
+def test_block_statistics_agree_with_pytorch(name, unit_dim, shape):
+    activation = get_activation(name)
+    generator = torch.Generator().manual_seed(0)
+    inputs = [torch.randn(shape, generator=generator) * 4 for _ in range(3)]
+    inputs[1][:, :3] = -5.0  # a few dead units where the activation allows it
+    outputs = [activation.module()(z) for z in inputs]
+    workspace = stats.Workspace(3, shape, torch.device("cpu"))
+    expected = stats.torch_activation_stats(outputs, inputs, activation, workspace.scratch, workspace.work, unit_dim)
+    got = stats.host_activation_stats(outputs, inputs, activation, unit_dim)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_the_std_of_near_constant_outputs_keeps_its_digits():
+    # Saturated sigmoid units: values within 1e-4 of 1.0, where E[a^2] - E[a]^2 in float32 gives noise.
+    a = 1.0 - torch.rand(256, 64, generator=torch.Generator().manual_seed(1)) * 1e-4
+    got = stats.host_activation_stats([a], [a], get_activation("sigmoid"))
+    assert got[1, 0].item() == pytest.approx(a.double().std(unbiased=False).item(), rel=1e-4)

@@ -1,0 +1,281 @@
+/* The tracer's reductions on a CPU, each one pass over memory and one call from Python.
+ *
+ * A traced step reduces every weight, weight gradient, pre-activation gradient and
+ * activation of the network: many small float32 tensors. PyTorch does that with one
+ * kernel launch (or more) per tensor and per statistic, each a separate pass over
+ * memory; on a CPU that costs several times the reductions themselves. These
+ * functions take the tensors as raw addresses (`Tensor.data_ptr()`, contiguous
+ * float32, checked by the caller), reduce all of them in one call with the GIL
+ * released, and accumulate in float64: squares of gradients below ~1e-19, which
+ * float32 loses, still count.
+ *
+ *   sumsq(addresses, sizes, out)
+ *       out[i] = sum of squares of tensor i.                   (uint64, int64 -> float64 buffers)
+ *   sumsq_one(address, n) -> float
+ *       the same for one tensor.
+ *   activation_stats(out, outputs, saturation_inputs, outer, units, inner, low0, high0, low1, high1)
+ *       per hidden block b (outputs[b] viewed as outer x units x inner; uint64 address buffers):
+ *       out[b] = mean, std, share of dead units, share of saturated values.  (float64 blocks x 4)
+ *   block_stats(out, row, output, saturation_input, outer, units, inner, low0, high0, low1, high1)
+ *       the same for one block given by its addresses, into out[row].
+ *
+ * A unit is dead when no value of it is > 0 (NaN counts as alive, as in the PyTorch
+ * path); a value is saturated when the tensor at `saturation_input` (the outputs
+ * themselves, or the activation's inputs) has it in [low0, high0] or [low1, high1]
+ * (an unused interval: [inf, -inf]). The std is the population std, from sums shifted by
+ * the block's first value: in float64 that loses at most log10(n) of its 16 digits,
+ * even for the near-constant outputs of saturated units.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* AVX2 where the CPU has it (chosen by feature when the module loads), plain SSE2 elsewhere. */
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#define FAST __attribute__((target_clones("avx2", "default")))
+#else
+#define FAST
+#endif
+
+/* Sums run in LANES independent float64 accumulators: the vector units then never wait on one chain of additions. */
+#define LANES 16
+
+FAST static double sum_squares(const float *x, int64_t n) {
+    double lane[LANES] = {0};
+    int64_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) {
+            double v = x[i + j];
+            lane[j] += v * v;
+        }
+    double total = 0.0;
+    for (; i < n; i++) total += (double)x[i] * x[i];
+    for (int j = 0; j < LANES; j++) total += lane[j];
+    return total;
+}
+
+/* What a pass over part of a block adds up: float64 sums of x - shift, and saturated values. */
+typedef struct {
+    double sum, sum_sq;
+    int64_t saturated;
+} Sums;
+
+/* Whether v lies in one of two closed intervals (an empty one is [inf, -inf]). */
+#define SATURATED(v, lim) ((((v) >= (lim)[0]) & ((v) <= (lim)[1])) | (((v) >= (lim)[2]) & ((v) <= (lim)[3])))
+
+/* Values summed in float32 before they join the float64 sums: short enough that float32 loses nothing that matters. */
+#define CHUNK 2048
+
+/* Sums of x - shift over n values, and how many of sat lie in the saturated intervals. 32-bit lanes: 8 per AVX2 op. */
+FAST static void sums_of_run(const float *x, const float *sat, int64_t n, float shift, const float *lim, Sums *sums) {
+    for (int64_t start = 0; start < n; start += CHUNK) {
+        int64_t end = n - start < CHUNK ? n : start + CHUNK;
+        float s = 0.0f, s2 = 0.0f;
+        int32_t count = 0;
+#pragma omp simd reduction(+ : s, s2, count)
+        for (int64_t i = start; i < end; i++) {
+            float v = x[i] - shift;
+            s += v;
+            s2 += v * v;
+            count += SATURATED(sat[i], lim);
+        }
+        sums->sum += s;
+        sums->sum_sq += s2;
+        sums->saturated += count;
+    }
+}
+
+/* Whether every unit has a value > 0 (or NaN) in the rows of x (rows x units); alive[u] says which do.
+ * A unit is alive from its first such value on, and most units of a live network are alive within a few
+ * rows: the scan stops once all are. */
+FAST static int32_t mark_alive_units(const float *x, int64_t rows, int64_t units, int32_t *alive) {
+    for (int64_t r = 0; r < rows; r++, x += units) {
+        int32_t all = 1;
+#pragma omp simd reduction(& : all)
+        for (int64_t u = 0; u < units; u++) {
+            alive[u] |= !(x[u] <= 0.0f);
+            all &= alive[u];
+        }
+        if (all) return 1;
+    }
+    return 0;
+}
+
+/* Whether some value of x is not <= 0. */
+FAST static int32_t any_alive(const float *x, int64_t n) {
+    int32_t alive = 0;
+#pragma omp simd reduction(| : alive)
+    for (int64_t i = 0; i < n; i++) alive |= !(x[i] <= 0.0f);
+    return alive;
+}
+
+static int get_buffer(PyObject *object, Py_buffer *view, int writable, Py_ssize_t item, const char *what) {
+    if (PyObject_GetBuffer(object, view, writable ? PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS : PyBUF_C_CONTIGUOUS) < 0)
+        return -1;
+    if (view->itemsize != item || view->len % item) {
+        PyErr_Format(PyExc_ValueError, "%s: expected items of %zd bytes", what, item);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *sumsq(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *addresses_obj, *sizes_obj, *out_obj;
+    if (!PyArg_ParseTuple(args, "OOO", &addresses_obj, &sizes_obj, &out_obj)) return NULL;
+    Py_buffer addresses, sizes, out;
+    if (get_buffer(addresses_obj, &addresses, 0, 8, "addresses") < 0) return NULL;
+    if (get_buffer(sizes_obj, &sizes, 0, 8, "sizes") < 0) goto fail_sizes;
+    if (get_buffer(out_obj, &out, 1, 8, "out") < 0) goto fail_out;
+    Py_ssize_t n = addresses.len / 8;
+    if (sizes.len / 8 != n || out.len / 8 != n) {
+        PyErr_SetString(PyExc_ValueError, "addresses, sizes and out differ in length");
+        goto fail;
+    }
+    const uint64_t *address = addresses.buf;
+    const int64_t *size = sizes.buf;
+    double *result = out.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) result[i] = sum_squares((const float *)(uintptr_t)address[i], size[i]);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&sizes);
+    PyBuffer_Release(&addresses);
+    Py_RETURN_NONE;
+fail:
+    PyBuffer_Release(&out);
+fail_out:
+    PyBuffer_Release(&sizes);
+fail_sizes:
+    PyBuffer_Release(&addresses);
+    return NULL;
+}
+
+typedef struct {
+    int64_t outer, units, inner;
+    float limits[4]; /* up to two saturated intervals, as float32: low, high, low, high */
+    int32_t *alive;  /* scratch: one flag per unit */
+} BlockShape;
+
+static void block_stats(const float *x, const float *sat, const BlockShape *shape, double *out) {
+    int64_t outer = shape->outer, units = shape->units, inner = shape->inner, n = outer * units * inner;
+    float shift = x[0];
+    Sums sums = {0.0, 0.0, 0};
+    sums_of_run(x, sat, n, shift, shape->limits, &sums);
+    memset(shape->alive, 0, sizeof(int32_t) * units);
+    if (inner == 1) {
+        mark_alive_units(x, outer, units, shape->alive);
+    } else {
+        for (int64_t o = 0; o < outer; o++)
+            for (int64_t u = 0; u < units; u++)
+                if (!shape->alive[u]) shape->alive[u] = any_alive(x + (o * units + u) * inner, inner);
+    }
+    int64_t dead = 0;
+    for (int64_t u = 0; u < units; u++) dead += !shape->alive[u];
+    double mean_shifted = sums.sum / n;
+    double variance = sums.sum_sq / n - mean_shifted * mean_shifted;
+    out[0] = shift + mean_shifted;
+    out[1] = sqrt(variance > 0.0 ? variance : 0.0);
+    out[2] = (double)dead / units;
+    out[3] = (double)sums.saturated / n;
+}
+
+static PyObject *sumsq_one(PyObject *Py_UNUSED(self), PyObject *args) {
+    unsigned long long address;
+    long long n;
+    if (!PyArg_ParseTuple(args, "KL", &address, &n)) return NULL;
+    double total;
+    Py_BEGIN_ALLOW_THREADS
+    total = sum_squares((const float *)(uintptr_t)address, n);
+    Py_END_ALLOW_THREADS
+    return PyFloat_FromDouble(total);
+}
+
+#define STACK_UNITS 4096
+
+/* block_stats of `blocks` blocks at outputs[b] (saturation tested at saturation[b]) into out[row + b]. */
+static PyObject *run_blocks(PyObject *out_obj, Py_ssize_t row, const uint64_t *outputs, const uint64_t *saturation,
+                            Py_ssize_t blocks, long long outer, long long units, long long inner, const double *bound) {
+    if (outer < 1 || units < 1 || inner < 1) {
+        PyErr_SetString(PyExc_ValueError, "outer, units and inner must be >= 1");
+        return NULL;
+    }
+    Py_buffer out;
+    if (get_buffer(out_obj, &out, 1, 8, "out") < 0) return NULL;
+    if (row < 0 || 4 * (row + blocks) > out.len / 8) {
+        PyErr_SetString(PyExc_IndexError, "activation_stats: more rows than out has");
+        PyBuffer_Release(&out);
+        return NULL;
+    }
+    int32_t stack_alive[STACK_UNITS];
+    int32_t *alive = units <= STACK_UNITS ? stack_alive : PyMem_Malloc(sizeof(int32_t) * units);
+    if (!alive) {
+        PyBuffer_Release(&out);
+        return PyErr_NoMemory();
+    }
+    /* Rounded to the nearest float32, as PyTorch rounds a Python number compared with a float32 tensor. */
+    BlockShape shape = {outer, units, inner, {(float)bound[0], (float)bound[1], (float)bound[2], (float)bound[3]}, alive};
+    double *stats = (double *)out.buf + 4 * row;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t b = 0; b < blocks; b++)
+        block_stats((const float *)(uintptr_t)outputs[b], (const float *)(uintptr_t)saturation[b], &shape, stats + 4 * b);
+    Py_END_ALLOW_THREADS
+    if (alive != stack_alive) PyMem_Free(alive);
+    PyBuffer_Release(&out);
+    Py_RETURN_NONE;
+}
+
+static PyObject *block_stats_one(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *out;
+    Py_ssize_t row;
+    unsigned long long output, saturation;
+    long long outer, units, inner;
+    double bound[4];
+    if (!PyArg_ParseTuple(args, "OnKKLLLdddd", &out, &row, &output, &saturation, &outer, &units, &inner, &bound[0],
+                          &bound[1], &bound[2], &bound[3]))
+        return NULL;
+    uint64_t output_address = output, saturation_address = saturation;
+    return run_blocks(out, row, &output_address, &saturation_address, 1, outer, units, inner, bound);
+}
+
+static PyObject *activation_stats(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *out, *outputs_obj, *saturation_obj;
+    long long outer, units, inner;
+    double bound[4];
+    if (!PyArg_ParseTuple(args, "OOOLLLdddd", &out, &outputs_obj, &saturation_obj, &outer, &units, &inner, &bound[0],
+                          &bound[1], &bound[2], &bound[3]))
+        return NULL;
+    Py_buffer outputs, saturation;
+    if (get_buffer(outputs_obj, &outputs, 0, 8, "outputs") < 0) return NULL;
+    if (get_buffer(saturation_obj, &saturation, 0, 8, "saturation") < 0) {
+        PyBuffer_Release(&outputs);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    if (outputs.len != saturation.len)
+        PyErr_SetString(PyExc_ValueError, "activation_stats: as many saturation inputs as outputs");
+    else
+        result = run_blocks(out, 0, outputs.buf, saturation.buf, outputs.len / 8, outer, units, inner, bound);
+    PyBuffer_Release(&saturation);
+    PyBuffer_Release(&outputs);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"sumsq", sumsq, METH_VARARGS, "sumsq(addresses, sizes, out): out[i] = sum of squares of float32 tensor i."},
+    {"sumsq_one", sumsq_one, METH_VARARGS, "sumsq_one(address, n): the sum of squares of one float32 tensor."},
+    {"activation_stats", activation_stats, METH_VARARGS,
+     "activation_stats(out, outputs, saturation_inputs, outer, units, inner, low0, high0, low1, high1): "
+     "out[b] = mean, std, dead share, saturated share of block b."},
+    {"block_stats", block_stats_one, METH_VARARGS,
+     "block_stats(out, row, output, saturation_input, outer, units, inner, low0, high0, low1, high1): "
+     "out[row] = activation_stats of one block, given by addresses."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "worker._kernels", NULL, -1, methods, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&module); }
