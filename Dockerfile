@@ -18,6 +18,10 @@ FROM base AS worker
 # TORCH picks the build: a CPU wheel for CPU nodes, the default (CUDA) wheel for GPU nodes.
 ARG TORCH=torch
 ARG PIP_EXTRA_INDEX_URL=
-RUN pip install "${TORCH}" && pip install ".[worker]"
+# gcc builds the tracer's C kernels (worker/_kernels.c), then leaves.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && pip install "${TORCH}" && pip install ".[worker]" \
+    && (cd / && python -c "import worker._kernels") \
+    && apt-get purge -y gcc libc6-dev && apt-get autoremove -y && rm -rf /var/lib/apt/lists/*
 USER gradtrace
 CMD ["gradtrace", "worker", "--queues", "cpu"]
