@@ -61,13 +61,17 @@ def resolve_device(spec: ExperimentSpec, device: str = "auto") -> torch.device:
 
 
 def make_optimizer(spec: ExperimentSpec, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-    """The spec's optimizer over the model's parameters."""
+    """The spec's optimizer over the model's parameters.
+
+    `foreach`: every parameter updated by one call. PyTorch's default on a CPU is a Python
+    loop of a few ops per parameter, a tenth of a deep narrow MLP's step.
+    """
     if spec.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=spec.lr)
+        return torch.optim.SGD(params, lr=spec.lr, foreach=True)
     if spec.optimizer == "momentum":
-        return torch.optim.SGD(params, lr=spec.lr, momentum=0.9)
+        return torch.optim.SGD(params, lr=spec.lr, momentum=0.9, foreach=True)
     if spec.optimizer == "adam":
-        return torch.optim.Adam(params, lr=spec.lr)
+        return torch.optim.Adam(params, lr=spec.lr, foreach=True)
     raise ValueError(f"unknown optimizer {spec.optimizer!r}")
 
 
