@@ -25,6 +25,7 @@ the same API, Redis and load, and the last is compared with the first.
 """
 
 import argparse
+import json
 import statistics
 import time
 from datetime import datetime
@@ -69,10 +70,17 @@ def throughput(api: Api, specs: list[dict]) -> dict[str, float]:
     submitted = time.time()
     api.wait_finished(ids, poll=0.01)
     wall = time.time() - t0
-    rows = api.fields(ids, "started_at", "finished_at")
-    first = min(seconds(started) for started, _ in rows)
-    last = max(seconds(finished) for _, finished in rows)
-    return {"wall_rate": batch / wall, "worker_rate": batch / (last - first), "submit_s": submitted - t0}
+    rows = api.fields(ids, "started_at", "finished_at", "summary")
+    spans = sorted((seconds(started), seconds(finished)) for started, finished, _ in rows)
+    return {
+        "wall_rate": batch / wall,
+        "worker_rate": batch / (spans[-1][1] - spans[0][0]),
+        "submit_s": submitted - t0,
+        # Where a run's time goes: claim to finish, the training loop within it, and from one finish to the next claim.
+        "run_ms": statistics.median(end - start for start, end in spans) * 1e3,
+        "train_ms": statistics.median(json.loads(summary)["train_seconds"] for *_, summary in rows) * 1e3,
+        "gap_ms": statistics.median(spans[i + 1][0] - spans[i][1] for i in range(len(spans) - 1)) * 1e3,
+    }
 
 
 def measure(redis_url: str, tree: Path, submits: int, batch: int, log: Path) -> dict:
@@ -102,7 +110,8 @@ def report(results: dict[str, list[dict]], submits: int, batch: int) -> None:
         print(f"{name:14} {ms(p['post'], 50):>9} {ms(p['post'], 99):>9} {ms(p['running'], 50)} "
               f"{ms(p['running'], 99)} {ms(p['succeeded'], 50):>9} {ms(p['succeeded'], 99):>9}")
     print(f"\n(b) {batch} tiny experiments (depth 1, width 8, steps 1..10) through 1 worker process, per round")
-    print(f"{'worker':14} {'exp/s wall (median, rounds)':>40} {'exp/s worker':>13} {'submit s':>9}")
+    print(f"{'worker':14} {'exp/s wall (median, rounds)':>40} {'exp/s worker':>13} {'submit s':>9} "
+          f"{'claim->finish ms':>17} {'train loop ms':>14} {'finish->next claim ms':>22}")
     rates = {}
     for name in names:
         walls = [r["wall_rate"] for r in results[name]]
@@ -110,7 +119,9 @@ def report(results: dict[str, list[dict]], submits: int, batch: int) -> None:
         rates[name] = (statistics.median(walls), statistics.median(workers))
         rounds = ", ".join(f"{w:.1f}" for w in walls)
         print(f"{name:14} {rates[name][0]:8.1f} ({rounds}){'':>{max(0, 29 - len(rounds))}} "
-              f"{rates[name][1]:13.1f} {statistics.median(r['submit_s'] for r in results[name]):9.2f}")
+              f"{rates[name][1]:13.1f} {statistics.median(r['submit_s'] for r in results[name]):9.2f} "
+              + " ".join(f"{statistics.median(r[key] for r in results[name]):{width}.1f}"
+                         for key, width in (("run_ms", 17), ("train_ms", 14), ("gap_ms", 22))))
     old = names[0]
     for new in names[1:]:
         def ratio(key: str, q: float) -> float:
