@@ -310,13 +310,13 @@ def test_a_finished_run_carries_the_theory_block(redis_client, norm, applies):
     pytest.importorskip("torch")
     from shared.settings import Settings
     from shared.store import Store
-    from worker.runner import run
+    from worker.runner import LeaseKeeper, run
 
     store = Store(redis_client)
     spec = ExperimentSpec(depth=4, width=64, activation="tanh", init="xavier_normal", dataset="random", steps=2,
                           norm=norm)
     store.create("theory", spec.model_dump(mode="json"))
-    assert run(store, Settings(), "theory") == "succeeded"
+    assert run(store, Settings(), LeaseKeeper(store, 30), "theory") == "succeeded"
     block = store.get("theory")["summary"]["theory"]
     assert block["applies"] is applies
     if applies:
