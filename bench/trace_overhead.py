@@ -27,11 +27,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from shared.spec import ExperimentSpec  # noqa: E402
 from worker import stats, train as train_module  # noqa: E402
 from worker.allocator import keep_memory  # noqa: E402
-from worker.tracer import Tracer  # noqa: E402
+from worker.tracer import Tracer, per_layer  # noqa: E402
 
+# The MLPs train on `random` data with He init (see --init); the CNN on digits, the RNN on the adding problem.
 CONFIGS = [
     {"depth": 20, "width": 256, "batch_size": 128},
     {"depth": 50, "width": 64, "batch_size": 128},
+    {"arch": "cnn", "depth": 6, "width": 32, "batch_size": 64, "dataset": "digits"},
+    {"arch": "rnn", "cell": "lstm", "depth": 2, "width": 64, "seq_len": 50, "batch_size": 64, "dataset": "adding"},
 ]
 VARIANTS = ("untraced", "full", "grad_norm", "every_10th")
 CLOCK = time.perf_counter
@@ -49,7 +52,8 @@ class GradNormTracer(Tracer):
         self._losses.append(loss.detach())
         if self._grad_norms_now:
             row = self._rows[len(self._row_steps)]
-            row[self.layout["grad_norm"]] = stats.norms([w.grad for w in self.weights])
+            norms = stats.norms([w.grad for w in self.weights])
+            row[self.layout["grad_norm"]] = per_layer(norms, self._weight_groups, self.layers)
             self._row_steps.append(step)
 
 
@@ -122,8 +126,7 @@ def main() -> None:
 
     for config in CONFIGS:
         spec = ExperimentSpec(
-            **config, steps=args.steps, dataset="random", activation=args.activation, init=args.init,
-            lr=args.lr,
+            **{"dataset": "random", **config}, steps=args.steps, activation=args.activation, init=args.init, lr=args.lr
         )
         measure(spec, "full", args.block)  # warm-up: allocator, first touch of memory
         figures = []
@@ -135,8 +138,9 @@ def main() -> None:
                 untraced_ms.append(ms)
             quartiles = statistics.quantiles(ratios, n=4)
             figures.append(f"{variant} {statistics.median(ratios):.3f}x [{quartiles[0]:.2f}-{quartiles[2]:.2f}]")
+        arch = config.get("arch", "mlp") + (f" {config['cell']} seq {config['seq_len']}" if "cell" in config else "")
         print(
-            f"depth {config['depth']:3d} width {config['width']:4d} batch {config['batch_size']} {args.activation}, "
+            f"{arch} depth {config['depth']:3d} width {config['width']:4d} batch {config['batch_size']}, "
             f"untraced {statistics.median(untraced_ms):.2f} ms/step: " + ", ".join(figures),
             flush=True,
         )

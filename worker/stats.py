@@ -129,12 +129,11 @@ class HostProbe:
             self.weight_sums[self._weights] = _kernels.sumsq_one(weight.data_ptr(), weight.numel())
             self._weights += 1
 
-    def activation_stats(self) -> Tensor:
-        """The pass's (4, blocks) activation statistics, as `activation_stats` gives them."""
+    def block_stats(self) -> np.ndarray:
+        """The pass's activation statistics, float64 (blocks, 4) as `host_activation_array` gives them."""
         if self._blocks != len(self.stats):
             raise RuntimeError(f"the forward pass reported {self._blocks} of {len(self.stats)} blocks")
-        with np.errstate(over="ignore"):
-            return torch.from_numpy(np.ascontiguousarray(self.stats.T, np.float32))
+        return self.stats
 
     def weight_squares(self) -> np.ndarray:
         """The pass's sums of squares of the weights, in forward order, float64."""
@@ -186,6 +185,15 @@ def host_activation_stats(
     activations: list[Tensor], activation_inputs: list[Tensor], activation: Activation, unit_dim: int = 1
 ) -> Tensor:
     """`activation_stats` by one call of the C kernel: a pass over each block's outputs (and inputs, for GELU and SiLU)."""
+    out = host_activation_array(activations, activation_inputs, activation, unit_dim)
+    with np.errstate(over="ignore"):
+        return torch.from_numpy(np.ascontiguousarray(out.T, np.float32))
+
+
+def host_activation_array(
+    activations: list[Tensor], activation_inputs: list[Tensor], activation: Activation, unit_dim: int = 1
+) -> np.ndarray:
+    """`host_activation_stats` as the kernel leaves it: float64 (blocks, 4)."""
     limits, on_input = saturation_limits(activation)
     outputs = [kernel_ready(a) for a in activations]
     tested = [kernel_ready(z) for z in activation_inputs] if on_input else outputs
@@ -197,8 +205,7 @@ def host_activation_stats(
         *unit_layout(outputs[0].shape, unit_dim),
         *limits,
     )
-    with np.errstate(over="ignore"):
-        return torch.from_numpy(np.ascontiguousarray(out.T, np.float32))
+    return out
 
 
 def torch_activation_stats(

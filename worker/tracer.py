@@ -70,6 +70,19 @@ def grouping(counts: list[int]) -> Tensor | None:
     return torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
 
 
+def host_grouping(counts: list[int]) -> Callable[[np.ndarray], np.ndarray]:
+    """Per-layer sums of a flat array of per-tensor values, given how many tensors each layer has."""
+    if all(count == 1 for count in counts):
+        return lambda values: values
+    starts = np.cumsum([0] + counts[:-1])
+    return lambda values: np.add.reduceat(values, starts)
+
+
+def host_accuracy(logits: Tensor, targets: Tensor) -> float:
+    """`stats.batch_accuracy` in numpy, for CPU tensors."""
+    return float(np.mean(logits.detach().numpy().argmax(axis=1) == targets.numpy()))
+
+
 def per_layer(norms: Tensor, groups: Tensor | None, layers: int) -> Tensor:
     """Norms of each layer's tensors together, from the norms of the tensors one by one."""
     if groups is None:
@@ -122,6 +135,10 @@ class Tracer:
         self.flush_seconds = flush_seconds
         self._traced = set(traced_steps)
         self._rows = torch.zeros(chunk_rows, self.width, device=device)
+        # On a CPU with the C kernels, rows are written through numpy (see _measure_on_host).
+        self._host_rows = self._rows.numpy() if stats.host_kernels(device) else None
+        self._host_weight_groups = host_grouping([len(weights) for weights in layer_weights])
+        self._host_grad_groups = host_grouping(grads_per_layer)
         self._row_steps: list[int] = []  # the step of each row written since the last flush
         self._losses: list[Tensor] = []  # every step's loss since the last flush, on the device
         self._first_loss_step = 0
@@ -133,8 +150,6 @@ class Tracer:
             snapshot=bool(self._traced),
             combine=lambda norms: per_layer(norms, self._weight_groups, self.layers),
         )
-        # Where the activation statistics and the weight norms are measured: during the forward pass
-        # by the C kernels on a CPU (the probe), after backward by PyTorch elsewhere (the workspace).
         # Where the activation statistics and the weight norms are measured: on a CPU by the C kernels,
         # during the forward pass for large blocks (the probe) and after backward for small ones; elsewhere
         # by PyTorch after backward (in the workspace).
@@ -167,9 +182,33 @@ class Tracer:
         self._losses.append(loss.detach())
         if recording is None:
             return
+        row = self._rows[len(self._row_steps)]
+        if self._host_rows is not None:
+            self._measure_on_host(self._host_rows[len(self._row_steps)], loss, logits, targets, recording)
+        else:
+            self._measure_on_device(row, loss, logits, targets, recording)
+        self._updates.before_step()
+        self._row_steps.append(step)
+        self._pending = row
+
+    def _measure_on_device(
+        self, row: Tensor, loss: Tensor, logits: Tensor, targets: Tensor, recording: Recording
+    ) -> None:
+        """The row by PyTorch ops on the device, which never wait for it."""
         layers, weights = self.layers, len(self.weights)
         grads = len(recording.pre_activation_grads)
-        norms, activations = self._reduce(recording)
+        # Every norm of the row in one foreach call: the weight gradients, the weights and the
+        # pre-activation gradients, tensor by tensor; then the other gradients (biases, norm
+        # layers), which only the total needs.
+        norms = stats.norms(
+            [w.grad for w in self.weights]
+            + self.weights
+            + recording.pre_activation_grads
+            + [p.grad for p in self.params[weights:]]
+        )
+        activations = stats.activation_stats(
+            recording.activations, recording.activation_inputs, self.activation, self._workspace, self.unit_dim
+        )
         total_grad_norm = stats.global_norm(norms[:weights], norms[2 * weights + grads :])
         if self._weight_groups is None and self._grad_groups is None:
             layer_norms = norms[: 3 * layers]  # one tensor per layer each: already in the row's order
@@ -187,35 +226,41 @@ class Tracer:
             # The last recurrent layer's hidden states are the time_steps gradients before the output's.
             top = 2 * weights + grads - 1 - self.time_steps
             values.append(norms[top : top + self.time_steps])
-        row = self._rows[len(self._row_steps)]
         torch.cat(values, out=row[self.before_update])
-        self._updates.before_step()
-        self._row_steps.append(step)
-        self._pending = row
 
-    def _reduce(self, recording: Recording) -> tuple[Tensor, Tensor]:
-        """Every norm of the row, tensor by tensor: the weight gradients, the weights, the pre-activation
-        gradients, then the other gradients (biases, norm layers), which only the total needs; and the
-        (4, blocks) activation statistics."""
+    def _measure_on_host(
+        self, row: np.ndarray, loss: Tensor, logits: Tensor, targets: Tensor, recording: Recording
+    ) -> None:
+        """The row by the C kernels and numpy, on a CPU: a few microseconds of Python per metric,
+        where each PyTorch op on a small tensor costs several."""
         grads = [w.grad for w in self.weights]
-        others = [p.grad for p in self.params[len(self.weights) :]]
-        if self._probe is None:
-            norms = stats.norms(grads + self.weights + recording.pre_activation_grads + others)
-            activations = stats.activation_stats(
-                recording.activations,
-                recording.activation_inputs,
-                self.activation,
-                self._workspace,
-                unit_dim=self.unit_dim,
+        others = [p.grad for p in self.params[len(grads) :]]
+        deltas = recording.pre_activation_grads
+        if self._probe is not None:
+            # The weights and activations were measured during the forward pass; the gradients now.
+            sums = stats.host_sums(grads + deltas + others)
+            weight_squares, activations = self._probe.weight_squares(), self._probe.block_stats()
+        else:
+            sums = stats.host_sums(self.weights + grads + deltas + others)
+            weight_squares, sums = sums[: len(grads)], sums[len(grads) :]
+            activations = stats.host_activation_array(
+                recording.activations, recording.activation_inputs, self.activation, self.unit_dim
             )
-            return norms, activations
-        # The weights and activations were measured during the forward pass; the gradients now, in one call.
-        sums = stats.host_sums(grads + recording.pre_activation_grads + others)
-        weights = len(grads)
-        norms = np.concatenate([sums[:weights], self._probe.weight_squares(), sums[weights:]])
-        with np.errstate(over="ignore"):
-            norms = torch.from_numpy(np.sqrt(norms, out=norms).astype(np.float32))
-        return norms, self._probe.activation_stats()
+        grad_squares, sums = sums[: len(grads)], sums[len(grads) :]
+        delta_squares, other_squares = sums[: len(deltas)], sums[len(deltas) :]
+        layout = self.layout
+        with np.errstate(over="ignore", invalid="ignore"):  # beyond float32's range: inf, as on a device
+            row[layout["loss"].start] = loss.item()
+            row[layout["accuracy"].start] = math.nan if self.regression else host_accuracy(logits, targets)
+            row[layout["total_grad_norm"].start] = math.sqrt(grad_squares.sum() + other_squares.sum())
+            row[layout["grad_norm"]] = np.sqrt(self._host_weight_groups(grad_squares))
+            row[layout["weight_norm"]] = np.sqrt(self._host_weight_groups(weight_squares))
+            row[layout["act_grad_norm"]] = np.sqrt(self._host_grad_groups(delta_squares))
+            for column, name in enumerate(HIDDEN_ONLY):
+                row[layout[name]] = activations[:, column]
+            if self.time_steps:
+                top = len(deltas) - 1 - self.time_steps
+                row[layout["time_grad_norm"]] = np.sqrt(delta_squares[top : top + self.time_steps])
 
     @torch.no_grad()
     def measure_update(self, clipped: Tensor | None) -> None:
@@ -227,7 +272,12 @@ class Tracer:
             # Without clipping the column keeps the zeros it was allocated with.
             row[self.layout["clipped"]].copy_(clipped)
         updates = self._updates.norms(row[self.layout["grad_norm"]], clipped=clipped is not None)
-        torch.div(updates, row[self.layout["weight_norm"]], out=row[self.layout["update_ratio"]])
+        if self._host_rows is None:
+            torch.div(updates, row[self.layout["weight_norm"]], out=row[self.layout["update_ratio"]])
+            return
+        row = row.numpy()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            np.divide(updates.numpy(), row[self.layout["weight_norm"]], out=row[self.layout["update_ratio"]])
 
     def due(self) -> bool:
         """Whether to flush now: the device buffers are full, or it is time for progress."""
