@@ -91,6 +91,7 @@ def plain_loop(spec: ExperimentSpec, tool) -> float:
 
 @contextmanager
 def nothing(model):
+    """The baseline: nothing watches the gradients."""
     yield None
 
 
@@ -201,6 +202,7 @@ def measure(spec: ExperimentSpec, loops: dict, repeats: int) -> tuple[float, dic
 
 
 def cell(ratios: list[float] | None) -> str:
+    """A table cell: the median ratio, then the lowest and highest round's."""
     if ratios is None:
         return "skipped"
     return f"{statistics.median(ratios):.2f}x [{min(ratios):.2f}-{max(ratios):.2f}]"
