@@ -52,11 +52,17 @@ def host_norms(tensors: list[Tensor]) -> Tensor:
 
 def host_sums(tensors: list[Tensor]) -> np.ndarray:
     """The sum of squares of each float32 CPU tensor, in float64, by one call of the C kernel."""
-    tensors = [kernel_ready(t) for t in tensors]
+    tensors = [t if t.is_contiguous() else t.contiguous() for t in tensors]
     sums = np.empty(len(tensors))
-    addresses = np.fromiter((t.data_ptr() for t in tensors), np.uint64, len(tensors))
-    _kernels.sumsq(addresses, np.fromiter((t.numel() for t in tensors), np.int64, len(tensors)), sums)
+    _kernels.sumsq(addresses(tensors), np.array([t.numel() for t in tensors], np.int64), sums)
     return sums
+
+
+def addresses(tensors: list[Tensor]) -> np.ndarray:
+    """Where the values of contiguous float32 tensors start, for the C kernels."""
+    if any(t.dtype is not torch.float32 for t in tensors):
+        raise TypeError(f"the tracer's kernels take float32 tensors, not {[str(t.dtype) for t in tensors]}")
+    return np.array([t.data_ptr() for t in tensors], np.uint64)
 
 
 def kernel_ready(tensor: Tensor) -> Tensor:
@@ -195,15 +201,13 @@ def host_activation_array(
 ) -> np.ndarray:
     """`host_activation_stats` as the kernel leaves it: float64 (blocks, 4)."""
     limits, on_input = saturation_limits(activation)
-    outputs = [kernel_ready(a) for a in activations]
-    tested = [kernel_ready(z) for z in activation_inputs] if on_input else outputs
+    outputs = [a if a.is_contiguous() else a.contiguous() for a in activations]
+    tested = [z if z.is_contiguous() else z.contiguous() for z in activation_inputs] if on_input else outputs
     out = np.empty((len(outputs), 4))
+    output_addresses = addresses(outputs)
+    tested_addresses = addresses(tested) if on_input else output_addresses
     _kernels.activation_stats(
-        out,
-        np.fromiter((a.data_ptr() for a in outputs), np.uint64, len(outputs)),
-        np.fromiter((z.data_ptr() for z in tested), np.uint64, len(tested)),
-        *unit_layout(outputs[0].shape, unit_dim),
-        *limits,
+        out, output_addresses, tested_addresses, *unit_layout(outputs[0].shape, unit_dim), *limits
     )
     return out
 

@@ -80,7 +80,7 @@ def host_grouping(counts: list[int]) -> Callable[[np.ndarray], np.ndarray]:
 
 def host_accuracy(logits: Tensor, targets: Tensor) -> float:
     """`stats.batch_accuracy` in numpy, for CPU tensors."""
-    return float(np.mean(logits.detach().numpy().argmax(axis=1) == targets.numpy()))
+    return np.count_nonzero(logits.detach().numpy().argmax(axis=1) == targets.numpy()) / len(targets)
 
 
 def per_layer(norms: Tensor, groups: Tensor | None, layers: int) -> Tensor:
@@ -144,11 +144,15 @@ class Tracer:
         self._first_loss_step = 0
         self._pending: Tensor | None = None  # the row of the step being traced, until its update
         self._flushed_at = time.monotonic()
+        if self._host_rows is not None:
+            # Per-tensor norms, and per-layer ones from them, as float32 numpy arrays like the row's.
+            per_tensor = lambda tensors: np.sqrt(stats.host_sums(tensors)).astype(np.float32)  # noqa: E731
+            combine = lambda norms: np.sqrt(self._host_weight_groups(np.square(norms, dtype=np.float64)), dtype=np.float32)  # noqa: E731
+        else:
+            per_tensor = stats.norms
+            combine = lambda norms: per_layer(norms, self._weight_groups, self.layers)  # noqa: E731
         self._updates = UpdateMeter(
-            optimizer,
-            self.weights,
-            snapshot=bool(self._traced),
-            combine=lambda norms: per_layer(norms, self._weight_groups, self.layers),
+            optimizer, self.weights, snapshot=bool(self._traced), norms=per_tensor, combine=combine
         )
         # Where the activation statistics and the weight norms are measured: on a CPU by the C kernels,
         # during the forward pass for large blocks (the probe) and after backward for small ones; elsewhere
@@ -268,16 +272,21 @@ class Tracer:
         row, self._pending = self._pending, None
         if row is None:
             return
+        layout = self.layout
+        if self._host_rows is not None:
+            row = row.numpy()
         if clipped is not None:
             # Without clipping the column keeps the zeros it was allocated with.
-            row[self.layout["clipped"]].copy_(clipped)
-        updates = self._updates.norms(row[self.layout["grad_norm"]], clipped=clipped is not None)
+            if self._host_rows is None:
+                row[layout["clipped"]].copy_(clipped)
+            else:
+                row[layout["clipped"]] = clipped.item()
+        updates = self._updates.norms(row[layout["grad_norm"]], clipped=clipped is not None)
         if self._host_rows is None:
-            torch.div(updates, row[self.layout["weight_norm"]], out=row[self.layout["update_ratio"]])
+            torch.div(updates, row[layout["weight_norm"]], out=row[layout["update_ratio"]])
             return
-        row = row.numpy()
-        with np.errstate(divide="ignore", invalid="ignore"):
-            np.divide(updates.numpy(), row[self.layout["weight_norm"]], out=row[self.layout["update_ratio"]])
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            np.divide(updates, row[layout["weight_norm"]], out=row[layout["update_ratio"]], casting="unsafe")
 
     def due(self) -> bool:
         """Whether to flush now: the device buffers are full, or it is time for progress."""
@@ -340,10 +349,12 @@ class UpdateMeter:
         weights: list[Tensor],
         *,
         snapshot: bool = True,
+        norms: Callable[[list[Tensor]], Tensor] = stats.norms,
         combine: Callable[[Tensor], Tensor] = lambda norms: norms,
     ):
         self.optimizer = optimizer
         self.weights = weights
+        self.per_tensor = norms  # the norm of each of a list of tensors (a tensor, or a numpy array on a CPU)
         self.combine = combine  # per-tensor norms to per-layer norms
         group = optimizer.param_groups[0]
         self.lr = group["lr"]
@@ -364,10 +375,10 @@ class UpdateMeter:
         """After the optimizer step: the norm of each layer's update; `grad_norms` are the pre-clip ones."""
         if self._before is not None:
             torch._foreach_sub_(self._before, self.weights)
-            return self.combine(stats.norms(self._before))
+            return self.combine(self.per_tensor(self._before))
         if self.momentum:
-            return self.combine(stats.norms([self.optimizer.state[w]["momentum_buffer"] for w in self.weights])) * self.lr
+            return self.combine(self.per_tensor([self.optimizer.state[w]["momentum_buffer"] for w in self.weights])) * self.lr
         if clipped:
             # Clipping rescaled the gradients after they were measured.
-            return self.combine(stats.norms([w.grad for w in self.weights])) * self.lr
+            return self.combine(self.per_tensor([w.grad for w in self.weights])) * self.lr
         return grad_norms * self.lr
