@@ -25,7 +25,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from pathlib import Path
 import redis
 
 from api.serve import free_port, gunicorn_argv, redis_server_binary
+from harness import stop
 from shared.store import Store, trace_key
 from shared.traces import ALL_METRICS, TraceChunk
 
@@ -66,13 +66,7 @@ class Processes:
         return process
 
     def stop(self, process: subprocess.Popen) -> None:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop(process, timeout=15)
 
     def stop_all(self) -> None:
         for process in reversed(self.started):

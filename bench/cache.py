@@ -31,6 +31,7 @@ from pathlib import Path
 import redis
 
 from api.serve import free_port, redis_server_binary
+from harness import stop
 
 ROOT = Path(__file__).resolve().parents[1]
 POLL_SECONDS = 0.005
@@ -45,12 +46,7 @@ def child(command: list[str], env: dict | None = None):
         try:
             yield process
         finally:
-            process.terminate()
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process)
 
 
 def wait_until(probe, what: str, timeout: float) -> None:

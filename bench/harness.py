@@ -83,7 +83,7 @@ def worker_node(redis_url: str, *, tree: Path = ROOT, concurrency: int = 1, thre
         _until(lambda: _listed(client, concurrency, process), f"worker from {tree}", 120)
         yield process
     finally:
-        _stop(process)
+        stop(process)
         log_file.close()
         client.delete(WORKERS_KEY)
 
@@ -96,11 +96,12 @@ def _listed(client: redis.Redis, processes: int, node: subprocess.Popen) -> None
         raise ConnectionError("worker processes not listed yet")
 
 
-def _stop(process: subprocess.Popen) -> None:
+def stop(process: subprocess.Popen, timeout: float = 20) -> None:
+    """SIGTERM, and SIGKILL if the process has not ended within the timeout."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(20)
+            process.wait(timeout)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
@@ -138,7 +139,7 @@ def api_server(redis_url: str, *, tree: Path = ROOT, log: Path | None = None):
         _until(lambda: _answers(url, process), f"the API from {tree}", 30)
         yield url
     finally:
-        _stop(process)
+        stop(process)
         log_file.close()
 
 
