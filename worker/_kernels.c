@@ -1,13 +1,11 @@
-/* The tracer's reductions on a CPU, each one pass over memory and one call from Python.
+/* The tracer's reductions on a CPU: one pass over memory, and few calls from Python.
  *
  * A traced step reduces every weight, weight gradient, pre-activation gradient and
  * activation of the network: many small float32 tensors. PyTorch does that with one
- * kernel launch (or more) per tensor and per statistic, each a separate pass over
+ * kernel call (or more) per tensor and per statistic, each a separate pass over
  * memory; on a CPU that costs several times the reductions themselves. These
  * functions take the tensors as raw addresses (`Tensor.data_ptr()`, contiguous
- * float32, checked by the caller), reduce all of them in one call with the GIL
- * released, and accumulate in float64: squares of gradients below ~1e-19, which
- * float32 loses, still count.
+ * float32, checked by the caller, worker/stats.py) and run with the GIL released.
  *
  *   sumsq(addresses, sizes, out)
  *       out[i] = sum of squares of tensor i.                   (uint64, int64 -> float64 buffers)
@@ -19,12 +17,14 @@
  *   block_stats(out, row, output, saturation_input, outer, units, inner, low0, high0, low1, high1)
  *       the same for one block given by its addresses, into out[row].
  *
- * A unit is dead when no value of it is > 0 (NaN counts as alive, as in the PyTorch
- * path); a value is saturated when the tensor at `saturation_input` (the outputs
- * themselves, or the activation's inputs) has it in [low0, high0] or [low1, high1]
- * (an unused interval: [inf, -inf]). The std is the population std, from sums shifted by
- * the block's first value: in float64 that loses at most log10(n) of its 16 digits,
- * even for the near-constant outputs of saturated units.
+ * Sums of squares accumulate in float64: squares of gradients below ~1e-19, which
+ * float32 loses, still count. A unit is dead when no value of it is > 0 (NaN counts
+ * as alive, as in the PyTorch path); a value is saturated when the tensor at
+ * `saturation_input` (the outputs themselves, or the activation's inputs) has it in
+ * [low0, high0] or [low1, high1] (an unused interval: [inf, -inf]). The mean and the
+ * population std come from sums of x - x[0] (the block's first value): in runs of
+ * CHUNK values in float32, which lose nothing that matters once shifted, added up in
+ * float64; the shift keeps the near-constant outputs of saturated units exact.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

@@ -168,7 +168,7 @@ def activation_stats(
     population std over all of a block's values; a unit is dead when its output is <= 0 at
     every other index (every example, position, time step); an activation is saturated where
     |phi'(input)| < 1 % of max phi'. `workspace` is the PyTorch path's scratch memory (None
-    where the C kernels do the work: see `Workspace.needed`).
+    where the C kernels do the work).
     """
     if workspace is None:
         return host_activation_stats(activations, activation_inputs, activation, unit_dim)
@@ -181,10 +181,6 @@ class Workspace:
     def __init__(self, blocks: int, shape: tuple[int, ...], device: torch.device):
         self.scratch = torch.empty(blocks, *shape, device=device)
         self.work = torch.empty(blocks, *shape, device=device)
-
-    @staticmethod
-    def needed(device: torch.device) -> bool:
-        return not host_kernels(device)
 
 
 def host_activation_stats(
