@@ -153,6 +153,11 @@ def batch_accuracy(logits: Tensor, targets: Tensor) -> Tensor:
     return (logits.argmax(dim=1) == targets).to(logits.dtype).mean()
 
 
+def host_accuracy(logits: Tensor, targets: Tensor) -> float:
+    """`batch_accuracy` in numpy, for CPU tensors."""
+    return np.count_nonzero(logits.detach().numpy().argmax(axis=1) == targets.numpy()) / len(targets)
+
+
 def activation_stats(
     activations: list[Tensor],
     activation_inputs: list[Tensor],

@@ -78,11 +78,6 @@ def host_grouping(counts: list[int]) -> Callable[[np.ndarray], np.ndarray]:
     return lambda values: np.add.reduceat(values, starts)
 
 
-def host_accuracy(logits: Tensor, targets: Tensor) -> float:
-    """`stats.batch_accuracy` in numpy, for CPU tensors."""
-    return np.count_nonzero(logits.detach().numpy().argmax(axis=1) == targets.numpy()) / len(targets)
-
-
 def per_layer(norms: Tensor, groups: Tensor | None, layers: int) -> Tensor:
     """Norms of each layer's tensors together, from the norms of the tensors one by one."""
     if groups is None:
@@ -146,8 +141,12 @@ class Tracer:
         self._flushed_at = time.monotonic()
         if self._host_rows is not None:
             # Per-tensor norms, and per-layer ones from them, as float32 numpy arrays like the row's.
-            per_tensor = lambda tensors: np.sqrt(stats.host_sums(tensors)).astype(np.float32)  # noqa: E731
-            combine = lambda norms: np.sqrt(self._host_weight_groups(np.square(norms, dtype=np.float64)), dtype=np.float32)  # noqa: E731
+            def per_tensor(tensors: list[Tensor]) -> np.ndarray:
+                return np.sqrt(stats.host_sums(tensors)).astype(np.float32)
+
+            def combine(norms: np.ndarray) -> np.ndarray:
+                squares = self._host_weight_groups(np.square(norms, dtype=np.float64))
+                return np.sqrt(squares, dtype=np.float32)
         else:
             per_tensor = stats.norms
             combine = lambda norms: per_layer(norms, self._weight_groups, self.layers)  # noqa: E731
@@ -255,7 +254,7 @@ class Tracer:
         layout = self.layout
         with np.errstate(over="ignore", invalid="ignore"):  # beyond float32's range: inf, as on a device
             row[layout["loss"].start] = loss.item()
-            row[layout["accuracy"].start] = math.nan if self.regression else host_accuracy(logits, targets)
+            row[layout["accuracy"].start] = math.nan if self.regression else stats.host_accuracy(logits, targets)
             row[layout["total_grad_norm"].start] = math.sqrt(grad_squares.sum() + other_squares.sum())
             row[layout["grad_norm"]] = np.sqrt(self._host_weight_groups(grad_squares))
             row[layout["weight_norm"]] = np.sqrt(self._host_weight_groups(weight_squares))
@@ -272,19 +271,21 @@ class Tracer:
         row, self._pending = self._pending, None
         if row is None:
             return
-        layout = self.layout
         if self._host_rows is not None:
-            row = row.numpy()
+            self._update_on_host(row.numpy(), clipped)
+            return
         if clipped is not None:
             # Without clipping the column keeps the zeros it was allocated with.
-            if self._host_rows is None:
-                row[layout["clipped"]].copy_(clipped)
-            else:
-                row[layout["clipped"]] = clipped.item()
+            row[self.layout["clipped"]].copy_(clipped)
+        updates = self._updates.norms(row[self.layout["grad_norm"]], clipped=clipped is not None)
+        torch.div(updates, row[self.layout["weight_norm"]], out=row[self.layout["update_ratio"]])
+
+    def _update_on_host(self, row: np.ndarray, clipped: Tensor | None) -> None:
+        """`measure_update` through numpy, on a CPU."""
+        layout = self.layout
+        if clipped is not None:
+            row[layout["clipped"]] = clipped.item()
         updates = self._updates.norms(row[layout["grad_norm"]], clipped=clipped is not None)
-        if self._host_rows is None:
-            torch.div(updates, row[layout["weight_norm"]], out=row[layout["update_ratio"]])
-            return
         with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
             np.divide(updates, row[layout["weight_norm"]], out=row[layout["update_ratio"]], casting="unsafe")
 
