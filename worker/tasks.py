@@ -28,7 +28,10 @@ def _init_process(**_) -> None:
     import torch
 
     torch.set_num_threads(int(os.environ.get("GRADTRACE_TORCH_THREADS", "1")))
+    from worker.allocator import keep_memory
     from worker.train import warm_up
+
+    keep_memory()  # keep one step's buffers for the next (worker/allocator.py)
 
     warm_up()  # pay the imports before the first task, not during it
 
