@@ -8,7 +8,7 @@
  * float32, checked by the caller, worker/stats.py) and run with the GIL released.
  *
  *   sumsq(addresses, sizes, out)
- *       out[i] = sum of squares of tensor i.                   (uint64, int64 -> float64 buffers)
+ *       out[i] = sum of squares of tensor i.   (lists of ints, or uint64 / int64 buffers -> float64 buffer)
  *   sumsq_one(address, n) -> float
  *       the same for one tensor.
  *   activation_stats(out, outputs, saturation_inputs, outer, units, inner, low0, high0, low1, high1)
@@ -16,6 +16,16 @@
  *       out[b] = mean, std, share of dead units, share of saturated values.  (float64 blocks x 4)
  *   block_stats(out, row, output, saturation_input, outer, units, inner, low0, high0, low1, high1)
  *       the same for one block given by its addresses, into out[row].
+ *   fill_row(row, sums, sum_columns, values, value_columns)
+ *       a trace row from the sums: row[c] = sqrt(sum of the sums[i] with c in sum_columns[i]) (two columns
+ *       per sum, -1 for none), then row[value_columns[j]] = values[j].   (float32 row, float64, int64 buffers)
+ *   accuracy(logits, targets, rows, classes) -> int
+ *       how many rows of the float32 logits have their largest value (the first one; NaN counts as
+ *       largest, as in torch.argmax) at the int64 target's index.
+ *
+ * fill_row and accuracy exist for their few microseconds: right after backward, the
+ * code of the dozen numpy calls they replace is out of the core's caches, and each
+ * such call costs 10-20 us there, against 1 us in a loop that repeats it.
  *
  * Sums of squares accumulate in float64: squares of gradients below ~1e-19, which
  * float32 loses, still count. A unit is dead when no value of it is > 0 (NaN counts
@@ -28,6 +38,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -123,34 +134,57 @@ static int get_buffer(PyObject *object, Py_buffer *view, int writable, Py_ssize_
     return 0;
 }
 
+/* A sequence of n ints (a list or tuple) or a buffer of n 8-byte integers, as a new C array; NULL on error. */
+static int64_t *int64_array(PyObject *object, Py_ssize_t *n, const char *what) {
+    if (PyList_Check(object) || PyTuple_Check(object)) {
+        Py_ssize_t count = PySequence_Fast_GET_SIZE(object);
+        int64_t *array = PyMem_Malloc(sizeof(int64_t) * (count ? count : 1));
+        if (!array) return (int64_t *)PyErr_NoMemory();
+        PyObject **items = PySequence_Fast_ITEMS(object);
+        for (Py_ssize_t i = 0; i < count; i++) {
+            array[i] = (int64_t)PyLong_AsUnsignedLongLongMask(items[i]);
+            if (array[i] == -1 && PyErr_Occurred()) {
+                PyMem_Free(array);
+                return NULL;
+            }
+        }
+        *n = count;
+        return array;
+    }
+    Py_buffer view;
+    if (get_buffer(object, &view, 0, 8, what) < 0) return NULL;
+    int64_t *array = PyMem_Malloc(view.len ? view.len : 1);
+    if (array) memcpy(array, view.buf, view.len);
+    *n = view.len / 8;
+    PyBuffer_Release(&view);
+    return array ? array : (int64_t *)PyErr_NoMemory();
+}
+
 static PyObject *sumsq(PyObject *Py_UNUSED(self), PyObject *args) {
     PyObject *addresses_obj, *sizes_obj, *out_obj;
     if (!PyArg_ParseTuple(args, "OOO", &addresses_obj, &sizes_obj, &out_obj)) return NULL;
-    Py_buffer addresses, sizes, out;
-    if (get_buffer(addresses_obj, &addresses, 0, 8, "addresses") < 0) return NULL;
-    if (get_buffer(sizes_obj, &sizes, 0, 8, "sizes") < 0) goto fail_sizes;
-    if (get_buffer(out_obj, &out, 1, 8, "out") < 0) goto fail_out;
-    Py_ssize_t n = addresses.len / 8;
-    if (sizes.len / 8 != n || out.len / 8 != n) {
+    Py_ssize_t n, sizes_n;
+    int64_t *address = int64_array(addresses_obj, &n, "addresses"), *size = NULL;
+    if (!address) return NULL;
+    if (!(size = int64_array(sizes_obj, &sizes_n, "sizes"))) goto fail;
+    Py_buffer out;
+    if (get_buffer(out_obj, &out, 1, 8, "out") < 0) goto fail;
+    if (sizes_n != n || out.len / 8 != n) {
         PyErr_SetString(PyExc_ValueError, "addresses, sizes and out differ in length");
+        PyBuffer_Release(&out);
         goto fail;
     }
-    const uint64_t *address = addresses.buf;
-    const int64_t *size = sizes.buf;
     double *result = out.buf;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++) result[i] = sum_squares((const float *)(uintptr_t)address[i], size[i]);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&out);
-    PyBuffer_Release(&sizes);
-    PyBuffer_Release(&addresses);
+    PyMem_Free(size);
+    PyMem_Free(address);
     Py_RETURN_NONE;
 fail:
-    PyBuffer_Release(&out);
-fail_out:
-    PyBuffer_Release(&sizes);
-fail_sizes:
-    PyBuffer_Release(&addresses);
+    PyMem_Free(size);
+    PyMem_Free(address);
     return NULL;
 }
 
@@ -264,6 +298,86 @@ static PyObject *activation_stats(PyObject *Py_UNUSED(self), PyObject *args) {
     return result;
 }
 
+/* sqrt of a float64 sum of squares as float32: inf beyond float32's range, as PyTorch's norms give. */
+static float norm_of(double squares) {
+    double norm = sqrt(squares);
+    return norm > FLT_MAX ? INFINITY : (float)norm;
+}
+
+static PyObject *fill_row(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *objects[5];
+    if (!PyArg_ParseTuple(args, "OOOOO", &objects[0], &objects[1], &objects[2], &objects[3], &objects[4])) return NULL;
+    static const char *names[5] = {"row", "sums", "sum_columns", "values", "value_columns"};
+    static const Py_ssize_t items[5] = {4, 8, 8, 8, 8};
+    Py_buffer views[5];
+    int got = 0;
+    PyObject *result = NULL;
+    for (; got < 5; got++)
+        if (get_buffer(objects[got], &views[got], got == 0, items[got], names[got]) < 0) goto done;
+    Py_ssize_t width = views[0].len / 4, sums = views[1].len / 8, values = views[3].len / 8;
+    const int64_t *sum_columns = views[2].buf, *value_columns = views[4].buf;
+    if (views[2].len / 8 != 2 * sums || views[4].len / 8 != values) {
+        PyErr_SetString(PyExc_ValueError, "fill_row: two columns per sum and one per value");
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < 2 * sums; i++)
+        if (sum_columns[i] < -1 || sum_columns[i] >= width) {
+            PyErr_SetString(PyExc_IndexError, "fill_row: a sum's column is outside the row");
+            goto done;
+        }
+    for (Py_ssize_t j = 0; j < values; j++)
+        if (value_columns[j] < 0 || value_columns[j] >= width) {
+            PyErr_SetString(PyExc_IndexError, "fill_row: a value's column is outside the row");
+            goto done;
+        }
+    double *total = PyMem_Calloc(width ? width : 1, sizeof(double));
+    char *used = PyMem_Calloc(width ? width : 1, 1);
+    if (!total || !used) {
+        PyMem_Free(total);
+        PyMem_Free(used);
+        PyErr_NoMemory();
+        goto done;
+    }
+    const double *sum = views[1].buf, *value = views[3].buf;
+    float *row = views[0].buf;
+    for (Py_ssize_t i = 0; i < 2 * sums; i++)
+        if (sum_columns[i] >= 0) {
+            total[sum_columns[i]] += sum[i / 2];
+            used[sum_columns[i]] = 1;
+        }
+    for (Py_ssize_t c = 0; c < width; c++)
+        if (used[c]) row[c] = norm_of(total[c]);
+    /* Values are within float32's range (means, stds and shares of float32 values). */
+    for (Py_ssize_t j = 0; j < values; j++) row[value_columns[j]] = (float)value[j];
+    PyMem_Free(total);
+    PyMem_Free(used);
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    while (got-- > 0) PyBuffer_Release(&views[got]);
+    return result;
+}
+
+static PyObject *accuracy(PyObject *Py_UNUSED(self), PyObject *args) {
+    unsigned long long logits_address, targets_address;
+    long long rows, classes;
+    if (!PyArg_ParseTuple(args, "KKLL", &logits_address, &targets_address, &rows, &classes)) return NULL;
+    if (rows < 0 || classes < 1) {
+        PyErr_SetString(PyExc_ValueError, "accuracy: rows must be >= 0 and classes >= 1");
+        return NULL;
+    }
+    const float *logits = (const float *)(uintptr_t)logits_address;
+    const int64_t *targets = (const int64_t *)(uintptr_t)targets_address;
+    long long right = 0;
+    for (long long r = 0; r < rows; r++, logits += classes) {
+        long long best = 0;
+        for (long long c = 1; c < classes && !isnan(logits[best]); c++)
+            if (isnan(logits[c]) || logits[c] > logits[best]) best = c;
+        right += best == targets[r];
+    }
+    return PyLong_FromLongLong(right);
+}
+
 static PyMethodDef methods[] = {
     {"sumsq", sumsq, METH_VARARGS, "sumsq(addresses, sizes, out): out[i] = sum of squares of float32 tensor i."},
     {"sumsq_one", sumsq_one, METH_VARARGS, "sumsq_one(address, n): the sum of squares of one float32 tensor."},
@@ -273,6 +387,10 @@ static PyMethodDef methods[] = {
     {"block_stats", block_stats_one, METH_VARARGS,
      "block_stats(out, row, output, saturation_input, outer, units, inner, low0, high0, low1, high1): "
      "out[row] = activation_stats of one block, given by addresses."},
+    {"fill_row", fill_row, METH_VARARGS,
+     "fill_row(row, sums, sum_columns, values, value_columns): norms and values into a float32 trace row."},
+    {"accuracy", accuracy, METH_VARARGS,
+     "accuracy(logits, targets, rows, classes): how many rows' argmax is their int64 target."},
     {NULL, NULL, 0, NULL},
 };
 

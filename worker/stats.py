@@ -50,19 +50,26 @@ def host_norms(tensors: list[Tensor]) -> Tensor:
         return torch.from_numpy(np.sqrt(sums, out=sums).astype(np.float32))
 
 
-def host_sums(tensors: list[Tensor]) -> np.ndarray:
-    """The sum of squares of each float32 CPU tensor, in float64, by one call of the C kernel."""
+def host_sums(tensors: list[Tensor], out: np.ndarray | None = None) -> np.ndarray:
+    """The sum of squares of each float32 CPU tensor, in float64, by one call of the C kernel (into `out` if given)."""
     tensors = [t if t.is_contiguous() else t.contiguous() for t in tensors]
-    sums = np.empty(len(tensors))
-    _kernels.sumsq(addresses(tensors), np.array([t.numel() for t in tensors], np.int64), sums)
+    sums = np.empty(len(tensors)) if out is None else out
+    _kernels.sumsq(addresses(tensors), [t.numel() for t in tensors], sums)
     return sums
 
 
-def addresses(tensors: list[Tensor]) -> np.ndarray:
+def addresses(tensors: list[Tensor]) -> list[int]:
     """Where the values of contiguous float32 tensors start, for the C kernels."""
     if any(t.dtype is not torch.float32 for t in tensors):
         raise TypeError(f"the tracer's kernels take float32 tensors, not {[str(t.dtype) for t in tensors]}")
-    return np.array([t.data_ptr() for t in tensors], np.uint64)
+    return [t.data_ptr() for t in tensors]
+
+
+def host_fill_row(
+    row: np.ndarray, sums: np.ndarray, sum_columns: np.ndarray, values: np.ndarray, value_columns: np.ndarray
+) -> None:
+    """row[c] = sqrt of the sums whose columns (two per sum, -1 for none) name c; then row[value_columns] = values."""
+    _kernels.fill_row(row, sums, sum_columns, values, value_columns)
 
 
 def kernel_ready(tensor: Tensor) -> Tensor:
@@ -113,11 +120,12 @@ class HostProbe:
     (through its Recording), in forward order.
     """
 
-    def __init__(self, activation: Activation, unit_dim: int, blocks: int, weights: int):
+    def __init__(self, activation: Activation, unit_dim: int, blocks: int, weights: int, weight_sums=None):
         self.saturation = saturation_limits(activation)
         self.unit_dim = unit_dim
         self.stats = np.empty((blocks, 4))
-        self.weight_sums = np.empty(weights)
+        # The sums of squares of the weights, in forward order: into the caller's array if it gives one.
+        self.weight_sums = np.empty(weights) if weight_sums is None else weight_sums
         self._blocks = self._weights = 0
 
     def start(self) -> "HostProbe":
@@ -154,8 +162,11 @@ def batch_accuracy(logits: Tensor, targets: Tensor) -> Tensor:
 
 
 def host_accuracy(logits: Tensor, targets: Tensor) -> float:
-    """`batch_accuracy` in numpy, for CPU tensors."""
-    return np.count_nonzero(logits.detach().numpy().argmax(axis=1) == targets.numpy()) / len(targets)
+    """`batch_accuracy` by the C kernel, for float32 logits and int64 targets on the CPU."""
+    logits, targets = kernel_ready(logits), targets.contiguous()
+    if targets.dtype is not torch.int64 or logits.ndim != 2 or targets.shape != logits.shape[:1]:
+        raise TypeError(f"accuracy: (rows, classes) logits and (rows,) int64 targets, not {logits.shape}, {targets.dtype}")
+    return _kernels.accuracy(logits.data_ptr(), targets.data_ptr(), *logits.shape) / len(targets)
 
 
 def activation_stats(
@@ -205,8 +216,8 @@ def host_activation_array(
     outputs = [a if a.is_contiguous() else a.contiguous() for a in activations]
     tested = [z if z.is_contiguous() else z.contiguous() for z in activation_inputs] if on_input else outputs
     out = np.empty((len(outputs), 4))
-    output_addresses = addresses(outputs)
-    tested_addresses = addresses(tested) if on_input else output_addresses
+    output_addresses = np.array(addresses(outputs), np.uint64)
+    tested_addresses = np.array(addresses(tested), np.uint64) if on_input else output_addresses
     _kernels.activation_stats(
         out, output_addresses, tested_addresses, *unit_layout(outputs[0].shape, unit_dim), *limits
     )

@@ -158,11 +158,45 @@ class Tracer:
         # by PyTorch after backward (in the workspace).
         self._probe = self._workspace = None
         block = model.activation_shape(batch_size)
+        if self._host_rows is not None:
+            self._plan_host_row(grads_per_layer, [len(weights) for weights in layer_weights])
         if self._traced and stats.host_kernels(device):
             if math.prod(block) >= stats.PROBE_MIN_VALUES:
-                self._probe = stats.HostProbe(activation, model.unit_dim, self.layers - 1, len(self.weights))
+                self._probe = stats.HostProbe(
+                    activation, model.unit_dim, self.layers - 1, len(self.weights), weight_sums=self._weight_sums
+                )
         elif self._traced:
             self._workspace = stats.Workspace(self.layers - 1, block, device)
+
+    def _plan_host_row(self, grads_per_layer: list[int], weights_per_layer: list[int]) -> None:
+        """Where each sum of squares and each activation statistic goes in a row, for the C kernel that fills it.
+
+        A step's sums are kept in one float64 array, in the order weights, weight gradients,
+        pre-activation gradients, other gradients; each adds to up to two columns of the row
+        (its layer's norm, the total gradient norm or a time step's norm), which then get the
+        square root of what was added to them.
+        """
+        layout, weights = self.layout, len(self.weights)
+        deltas, others = sum(grads_per_layer), len(self.params) - weights
+        self._sums = np.empty(2 * weights + deltas + others)
+        self._weight_sums, self._gradient_sums = self._sums[:weights], self._sums[weights:]
+        columns = np.full((len(self._sums), 2), -1, np.int64)
+        total = layout["total_grad_norm"].start
+        weight_layers = np.repeat(np.arange(self.layers), weights_per_layer)
+        columns[:weights, 0] = layout["weight_norm"].start + weight_layers
+        columns[weights : 2 * weights] = np.stack([layout["grad_norm"].start + weight_layers, np.full(weights, total)], 1)
+        delta_columns = columns[2 * weights : 2 * weights + deltas]
+        delta_columns[:, 0] = layout["act_grad_norm"].start + np.repeat(np.arange(self.layers), grads_per_layer)
+        if self.time_steps:
+            # The last recurrent layer's hidden states are the time_steps gradients before the output's.
+            top = deltas - 1 - self.time_steps
+            delta_columns[top : top + self.time_steps, 1] = layout["time_grad_norm"].start + np.arange(self.time_steps)
+        columns[2 * weights + deltas :, 0] = total
+        self._sum_columns = columns
+        # The activation statistics come as (blocks, 4): block b's HIDDEN_ONLY metrics in a row.
+        self._value_columns = np.array(
+            [layout[name].start + block for block in range(self.layers - 1) for name in HIDDEN_ONLY], np.int64
+        )
 
     def recording(self, step: int) -> Recording | None:
         """A recording for the forward pass of a traced step, None for the others."""
@@ -234,36 +268,24 @@ class Tracer:
     def _measure_on_host(
         self, row: np.ndarray, loss: Tensor, logits: Tensor, targets: Tensor, recording: Recording
     ) -> None:
-        """The row by the C kernels and numpy, on a CPU: a few microseconds of Python per metric,
-        where each PyTorch op on a small tensor costs several."""
+        """The row by the C kernels, on a CPU: a few calls, where each PyTorch op on a small tensor costs several
+        microseconds, and each numpy call 10-20 right after backward (see worker/_kernels.c)."""
         grads = [w.grad for w in self.weights]
         others = [p.grad for p in self.params[len(grads) :]]
         deltas = recording.pre_activation_grads
         if self._probe is not None:
             # The weights and activations were measured during the forward pass; the gradients now.
-            sums = stats.host_sums(grads + deltas + others)
-            weight_squares, activations = self._probe.weight_squares(), self._probe.block_stats()
+            stats.host_sums(grads + deltas + others, out=self._gradient_sums)
+            self._probe.weight_squares()  # checks that the forward pass reported every weight
+            activations = self._probe.block_stats()
         else:
-            sums = stats.host_sums(self.weights + grads + deltas + others)
-            weight_squares, sums = sums[: len(grads)], sums[len(grads) :]
+            stats.host_sums(self.weights + grads + deltas + others, out=self._sums)
             activations = stats.host_activation_array(
                 recording.activations, recording.activation_inputs, self.activation, self.unit_dim
             )
-        grad_squares, sums = sums[: len(grads)], sums[len(grads) :]
-        delta_squares, other_squares = sums[: len(deltas)], sums[len(deltas) :]
-        layout = self.layout
-        with np.errstate(over="ignore", invalid="ignore"):  # beyond float32's range: inf, as on a device
-            row[layout["loss"].start] = loss.item()
-            row[layout["accuracy"].start] = math.nan if self.regression else stats.host_accuracy(logits, targets)
-            row[layout["total_grad_norm"].start] = math.sqrt(grad_squares.sum() + other_squares.sum())
-            row[layout["grad_norm"]] = np.sqrt(self._host_weight_groups(grad_squares))
-            row[layout["weight_norm"]] = np.sqrt(self._host_weight_groups(weight_squares))
-            row[layout["act_grad_norm"]] = np.sqrt(self._host_grad_groups(delta_squares))
-            for column, name in enumerate(HIDDEN_ONLY):
-                row[layout[name]] = activations[:, column]
-            if self.time_steps:
-                top = len(deltas) - 1 - self.time_steps
-                row[layout["time_grad_norm"]] = np.sqrt(delta_squares[top : top + self.time_steps])
+        stats.host_fill_row(row, self._sums, self._sum_columns, activations, self._value_columns)
+        row[self.layout["loss"].start] = loss.item()
+        row[self.layout["accuracy"].start] = math.nan if self.regression else stats.host_accuracy(logits, targets)
 
     @torch.no_grad()
     def measure_update(self, clipped: Tensor | None) -> None:

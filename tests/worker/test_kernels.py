@@ -112,3 +112,41 @@ def test_the_std_of_near_constant_outputs_keeps_its_digits():
     a = 1.0 - torch.rand(256, 64, generator=torch.Generator().manual_seed(1)) * 1e-4
     got = stats.host_activation_stats([a], [a], get_activation("sigmoid"))
     assert got[1, 0].item() == pytest.approx(a.double().std(unbiased=False).item(), rel=1e-4)
+
+
+def test_a_row_gets_the_root_of_the_sums_its_columns_name_and_the_values():
+    row = np.full(6, -7.0, np.float32)
+    sums = np.array([9.0, 16.0, 1e80, 4.0])
+    # sum 0 and 1 add to column 0 (5) and 1 also to column 5 (4); 1e80 overflows float32 (inf); sum 3 goes nowhere.
+    columns = np.array([[0, -1], [0, 5], [2, -1], [-1, -1]], np.int64)
+    stats.host_fill_row(row, sums, columns, np.array([0.25, 0.5]), np.array([3, 4], np.int64))
+    np.testing.assert_array_equal(row, np.array([5.0, -7.0, np.inf, 0.25, 0.5, 4.0], np.float32))
+
+
+@pytest.mark.parametrize(
+    "columns,values_at,error",
+    [
+        ([[0, 6]], [1], IndexError),  # a column past the row's end
+        ([[0, -2]], [1], IndexError),
+        ([[0, 1]], [6], IndexError),
+        ([[0, 1], [2, 3]], [1], ValueError),  # two sums' columns for one sum
+    ],
+)
+def test_a_row_refuses_columns_outside_it(columns, values_at, error):
+    with pytest.raises(error):
+        stats.host_fill_row(
+            np.zeros(6, np.float32), np.ones(1), np.array(columns, np.int64), np.ones(1), np.array(values_at, np.int64)
+        )
+
+
+def test_accuracy_takes_the_first_largest_logit_and_nan_as_largest_like_torch():
+    generator = torch.Generator().manual_seed(2)
+    logits = torch.randint(0, 3, (500, 4), generator=generator).float()  # many ties
+    logits[::7, 2] = math.nan
+    logits[::11, 0] = math.nan
+    targets = torch.randint(0, 4, (500,), generator=generator)
+    expected = (logits.argmax(dim=1) == targets).sum().item() / len(targets)
+    assert stats.host_accuracy(logits, targets) == pytest.approx(expected, abs=1e-12)
+    assert stats.host_accuracy(logits[:, :1].contiguous(), torch.zeros(500, dtype=torch.int64)) == 1.0
+    with pytest.raises(TypeError):
+        stats.host_accuracy(logits, targets.int())
