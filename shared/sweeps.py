@@ -166,26 +166,26 @@ class Sweeps:
     def expired(self, sweeps: list[dict]) -> list[bool]:
         """Per sweep, whether every one of its experiments has expired or gone (in one round trip).
 
-        A sweep that is done keeps only until its last experiment expires: Redis is told so,
-        so that a sweep nobody reads again is freed on time as well.
+        Only a sweep created before the retention's cutoff can have: its experiments finished
+        after it was created. The others cost nothing here.
         """
-        if not self.store.retention_seconds or not sweeps:
+        cutoff = self.store.expiry_cutoff()
+        old = [sweep for sweep in sweeps if cutoff and sweep["created_at"] < cutoff]
+        if not old:
             return [False] * len(sweeps)
         with self.redis.pipeline(transaction=False) as pipe:
-            for sweep in sweeps:
+            for sweep in old:
                 for experiment_id in sweep["experiments"]:
                     pipe.hmget(exp_key(experiment_id), "status", "finished_at")
             flat = pipe.execute()
-        cutoff, verdicts, start = self.store.expiry_cutoff(), [], 0
-        for sweep in sweeps:
+        gone, start = set(), 0
+        for sweep in old:
             found = flat[start:start + len(sweep["experiments"])]
             start += len(sweep["experiments"])
-            alive = [(status.decode(), (finished or b"").decode()) for status, finished in found if status]
-            ends = [finished for status, finished in alive if status in FINISHED and finished]
-            verdicts.append(all(finished < cutoff for finished in ends) and len(ends) == len(alive))
-            if alive and len(ends) == len(alive):
-                self._expire_at(sweep["id"], max(ends))
-        return verdicts
+            if all(status is None or (status.decode() in FINISHED and (finished or b"").decode() < cutoff)
+                   for status, finished in found):
+                gone.add(sweep["id"])
+        return [sweep["id"] in gone for sweep in sweeps]
 
     def _expire_at(self, sweep_id: str, last_finished: str) -> None:
         until = datetime.fromisoformat(last_finished.replace("Z", "+00:00")).timestamp() + self.store.retention_seconds
@@ -228,12 +228,20 @@ class Sweeps:
         return found
 
     def records(self, sweep: dict) -> list[dict]:
-        """The sweep's experiment records in grid order; experiments deleted on their own or expired are left out."""
+        """The sweep's experiment records in grid order; experiments deleted on their own or expired are left out.
+
+        A sweep read once it is done is told to Redis to expire with its last experiment,
+        so that it is freed on time even if nobody reads or lists it again.
+        """
         cutoff = self.store.expiry_cutoff()
-        return [
+        records = [
             record for record in self.store.get_many(sweep["experiments"])
             if record is not None and not self.store.expired(record, cutoff)
         ]
+        ends = [record.get("finished_at") for record in records if record["status"] in FINISHED]
+        if cutoff and records and len(ends) == len(records) and all(ends):
+            self._expire_at(sweep["id"], max(ends))
+        return records
 
     def cancel(self, sweep_id: str, *, tenant: str | None = None) -> int:
         """Cancel the queued experiments and flag the running ones; how many; 0 when nothing was left to cancel."""
