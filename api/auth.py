@@ -1,8 +1,8 @@
 """API tokens (API.md): with tokens configured, every /api/v1 request names one, and each token is a tenant.
 
-A token is never stored or logged: the app keeps the SHA-256 digest of each, and a
-tenant's id (what records carry) is another hash of it, so that neither Redis nor a
-log line holds anything that would let its reader call the API. A request's token
+A token is never written to Redis or to a log: the app compares SHA-256 digests, and
+a tenant's id (what records carry) is another hash of the token, so that neither
+Redis nor a log line holds anything that would let its reader call the API. A request's token
 is hashed and compared with every configured digest by `hmac.compare_digest`,
 without stopping at a match, so that the time taken says nothing about which
 token, or how much of one, was right.
