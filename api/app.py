@@ -5,7 +5,7 @@ from typing import Any
 
 from flask import Flask
 
-from api import errors, experiments, health, resources, sweeps, theory, workers
+from api import auth, errors, experiments, health, resources, sweeps, theory, workers
 from shared.settings import Settings
 
 # Where `gradtrace api` looks when REDIS_URL is unset: a Redis on this host.
@@ -18,6 +18,12 @@ def settings_config(settings: Settings) -> dict[str, Any]:
         "REDIS_URL": settings.redis_url or DEFAULT_REDIS_URL,
         "REDIS_TIMEOUT": settings.redis_timeout,
         "MAX_BODY_BYTES": settings.max_body_bytes,
+        "API_TOKENS": settings.api_tokens,
+        "API_TOKENS_FILE": settings.api_tokens_file,
+        "RATE_LIMIT": settings.rate_limit,
+        "RATE_BURST": settings.rate_burst,
+        "MAX_QUEUED": settings.max_queued,
+        "RETENTION_SECONDS": settings.retention_seconds,
     }
 
 
@@ -28,6 +34,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.config.from_mapping(settings_config(Settings()))
     if test_config is not None:
         app.config.from_mapping(test_config)
+    # Never the debugger or tracebacks in answers, whatever FLASK_DEBUG says.
+    app.config["DEBUG"] = False
     # Werkzeug refuses larger bodies with a 413 before a view reads them.
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_BODY_BYTES"]
     # Keep the field order of API.md in answers rather than sorting keys.
@@ -35,6 +43,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     errors.register(app)
     resources.init_app(app)
+    auth.init_app(app)
     app.register_blueprint(experiments.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(sweeps.bp)

@@ -16,8 +16,12 @@ WORD_FIELDS = {"arch", "activation", "init", "norm", "dataset", "optimizer", "de
 
 
 @click.group()
-def main() -> None:
+@click.option("--token", envvar="GRADTRACE_TOKEN", default=None, metavar="TOKEN",
+              help="API token of the client commands (default: GRADTRACE_TOKEN)")
+@click.pass_context
+def main(ctx: click.Context, token: str | None) -> None:
     """gradtrace: see why deep networks train or fail."""
+    ctx.obj = {"token": token}
 
 
 @main.command()
@@ -30,7 +34,9 @@ def serve(host: str, port: int, workers: int, data_dir: Path | None) -> None:
     from api.serve import serve as run
 
     settings = Settings()
-    sys.exit(run(host, port, workers, (data_dir or settings.data_dir).expanduser(), settings.redis_url))
+    tokens = _tokens(settings, host)
+    directory = (data_dir or settings.data_dir).expanduser()
+    sys.exit(run(host, port, workers, directory, settings.redis_url, tokens[0] if tokens else None))
 
 
 @main.command()
@@ -41,9 +47,25 @@ def api(host: str, port: int, processes: int) -> None:
     """The API alone, under gunicorn (8 threads a process). Needs REDIS_URL."""
     from api.serve import gunicorn_argv
 
-    if not Settings().redis_url:
+    settings = Settings()
+    if not settings.redis_url:
         raise click.UsageError("REDIS_URL is not set")
+    _tokens(settings, host)
     os.execv(sys.executable, gunicorn_argv(host, port, processes))
+
+
+def _tokens(settings: Settings, host: str) -> list[str]:
+    """The configured API tokens, read before anything starts; a warning for an open API off this host."""
+    from api.auth import TokenFileError, read_tokens
+
+    try:
+        tokens = read_tokens(settings.api_tokens, settings.api_tokens_file)
+    except TokenFileError as error:
+        raise click.UsageError(str(error)) from None
+    if not tokens and host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"warning: the API listens on {host} with no tokens: anyone who can reach it can use it "
+                   "(set GRADTRACE_API_TOKENS or GRADTRACE_API_TOKENS_FILE)", err=True)
+    return tokens
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
@@ -58,8 +80,21 @@ def worker(concurrency: int | None, queues: str) -> None:
     os.execv(sys.executable, argv)
 
 
+def _remember_token(ctx: click.Context, _param, value: str | None) -> None:
+    if value:
+        ctx.find_root().obj = {**(ctx.find_root().obj or {}), "token": value}
+
+
+# `gradtrace status ID --token T` as well as `gradtrace --token T status ID`.
+token_option = click.option("--token", metavar="TOKEN", expose_value=False, callback=_remember_token,
+                            help="API token (default: GRADTRACE_TOKEN)")
+
+
 def _client() -> Client:
-    return Client(Settings().url, token=os.environ.get("GRADTRACE_TOKEN"))
+    """A client of GRADTRACE_URL with the token of --token or GRADTRACE_TOKEN."""
+    context = click.get_current_context()
+    token = (context.find_root().obj or {}).get("token")
+    return Client(Settings().url, token=token)
 
 
 def _parse_value(field: str, text: str):
@@ -134,6 +169,7 @@ def _fail(exc: ApiError) -> None:
 @click.argument("spec_file", required=False, type=click.File("r"))
 @click.option("--wait", is_flag=True, help="follow the run with a progress bar until it ends")
 @_spec_options
+@token_option
 def submit(spec_file, wait: bool, **fields) -> None:
     """Submit an experiment from a JSON spec file (or - for stdin) and/or flags (--depth 20 --activation tanh)."""
     spec = json.load(spec_file) if spec_file else {}
@@ -152,6 +188,7 @@ def submit(spec_file, wait: bool, **fields) -> None:
 @main.command()
 @click.argument("experiment_id")
 @click.option("--json", "as_json", is_flag=True, help="print the whole record as JSON")
+@token_option
 def status(experiment_id: str, as_json: bool) -> None:
     """The status, progress and, once finished, the summary and diagnosis of an experiment."""
     try:
@@ -167,6 +204,7 @@ def status(experiment_id: str, as_json: bool) -> None:
 
 @main.command()
 @click.argument("experiment_id")
+@token_option
 def watch(experiment_id: str) -> None:
     """A live progress bar until the experiment ends, then its verdict."""
     try:
@@ -179,6 +217,7 @@ def watch(experiment_id: str) -> None:
 @main.command()
 @click.argument("sweep_file", type=click.File("r"))
 @click.option("--wait", is_flag=True, help="poll until every point has ended, then print each point's verdict")
+@token_option
 def sweep(sweep_file, wait: bool) -> None:
     """Submit a sweep from a JSON file (or - for stdin): {"base": {...}, "grid": {"field": [values, ...]}}."""
     client = _client()

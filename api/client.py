@@ -22,10 +22,16 @@ class ApiError(Exception):
 
 
 class Client:
+    """The API at `base_url`; with a `token`, every request carries `Authorization: Bearer <token>`."""
+
     def __init__(self, base_url: str = "http://127.0.0.1:8000", token: str | None = None, timeout: float = 30.0):
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
+
+    def __repr__(self) -> str:
+        # The token stays out of reprs, and so out of tracebacks and logs.
+        return f"Client({self.base_url!r}, token={'***' if self.token else None})"
 
     def request(self, method: str, path: str, body: Any = None) -> Any:
         """One JSON request; the decoded answer, or ApiError."""

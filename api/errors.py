@@ -22,29 +22,51 @@ log = logging.getLogger("gradtrace.api")
 # Werkzeug's exceptions carry a status and a title; clients branch on a stable code.
 CODES = {
     400: "invalid_json",
+    401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
     413: "body_too_large",
     415: "unsupported_media_type",
     422: "validation_error",
+    429: "rate_limited",
     500: "internal_error",
     503: "redis_unavailable",
 }
 
 
 class ApiError(HTTPException):
-    """An error answer of ours: a status, a message, and where in the input the problem lies."""
+    """An error answer of ours: a status, a message, and where in the input the problem lies.
 
-    def __init__(self, status: int, message: str, details: list[dict[str, Any]] | None = None):
+    `error_code` replaces the status's code where clients must tell two errors of one
+    status apart; `headers` are added to the answer (401's WWW-Authenticate, 429's Retry-After).
+    """
+
+    def __init__(self, status: int, message: str, details: list[dict[str, Any]] | None = None, *,
+                 error_code: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.code = status
         self.details = details or []
+        self.error_code = error_code
+        self.extra_headers = headers or {}
+
+    def get_headers(self, environ=None, scope=None) -> list[tuple[str, str]]:
+        return [*super().get_headers(environ, scope), *self.extra_headers.items()]
 
 
 def redis_unavailable(error: Exception) -> ApiError:
     """The 503 of a Redis that does not answer: the message says so, the client may retry."""
     return ApiError(503, f"Redis unreachable: {error}")
+
+
+def queue_full(count: int, cap: int, adding: int) -> ApiError:
+    """The 409 of a submit or sweep that would take its tenant over the cap of unfinished experiments."""
+    return ApiError(
+        409,
+        f"too many unfinished experiments: this token has {count} queued or running, the cap is {cap}, "
+        f"and this request would add {adding}; nothing was queued: retry once some have finished, or cancel some",
+        error_code="queue_full",
+    )
 
 
 def error_body(code: str, message: str, details: list[dict[str, Any]]) -> dict[str, Any]:
@@ -63,7 +85,7 @@ def _message(error: HTTPException) -> str:
 def handle_http_exception(error: HTTPException) -> Response:
     """Render any HTTPException as JSON, keeping its headers (405's Allow, for one)."""
     status = error.code or 500
-    code = CODES.get(status) or error.name.lower().replace(" ", "_")
+    code = getattr(error, "error_code", None) or CODES.get(status) or error.name.lower().replace(" ", "_")
     body = error_body(code, _message(error), getattr(error, "details", []))
     response = error.get_response()
     response.set_data(json.dumps(body))

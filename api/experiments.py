@@ -13,7 +13,7 @@ import redis
 from flask import Blueprint, Response, url_for
 from kombu.exceptions import OperationalError
 
-from api.errors import redis_unavailable
+from api.errors import queue_full, redis_unavailable
 from api.resources import current_tenant, get_resources, get_store
 from api.trace_formats import FORMATS, METRICS, RENDERERS
 from api.validation import (
@@ -69,6 +69,9 @@ def create_experiment() -> tuple[dict, int, dict]:
     spec = experiment_spec(json_body())
     resources = get_resources()
     experiment_id, tenant, queue = uuid.uuid4().hex, current_tenant(), spec.queue()
+    admission = resources.queue_cap.admit(tenant, [experiment_id])
+    if not admission.admitted:
+        raise queue_full(admission.count, resources.queue_cap.cap, 1)
     record = resources.store.create(experiment_id, spec.model_dump(mode="json"), tenant=tenant, queue=queue)
     try:
         cached = ResultCache(resources.store).serve([(experiment_id, spec)], tenant)
@@ -79,6 +82,7 @@ def create_experiment() -> tuple[dict, int, dict]:
         # experiments): take the record back, so that the client's retry is the one that runs.
         with contextlib.suppress(redis.RedisError):
             resources.store.delete(experiment_id)
+            resources.queue_cap.release(tenant, [experiment_id])
         raise redis_unavailable(error) from None
     if cached:
         record = resources.store.get(experiment_id)

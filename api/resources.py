@@ -1,4 +1,4 @@
-"""The app's connections: one Redis client, the Store on it, and the Celery app that sends runs.
+"""The app's connections: one Redis client, the Store and the per-tenant limits on it, and the Celery app.
 
 Built once by the app factory and kept in `app.extensions`; views reach them
 through the small getters below, so that nothing connects at import time.
@@ -11,6 +11,7 @@ from celery import Celery
 from flask import Flask, current_app, g
 
 from shared.celery_app import make_celery
+from shared.quotas import QueueCap, RateLimiter
 from shared.store import Store
 
 EXTENSION = "gradtrace"
@@ -23,6 +24,8 @@ class Resources:
     redis: redis.Redis
     store: Store
     celery: Celery
+    rate_limiter: RateLimiter
+    queue_cap: QueueCap
 
     def close(self) -> None:
         """Release the sockets of both pools (tests, clean shutdowns)."""
@@ -61,7 +64,13 @@ def init_app(app: Flask) -> Resources:
     """Build the connections from the app's config and keep them on the app."""
     url, timeout = app.config["REDIS_URL"], app.config["REDIS_TIMEOUT"]
     client = make_redis(url, timeout)
-    resources = Resources(redis=client, store=Store(client), celery=make_sender(url, timeout))
+    resources = Resources(
+        redis=client,
+        store=Store(client, retention_seconds=app.config["RETENTION_SECONDS"]),
+        celery=make_sender(url, timeout),
+        rate_limiter=RateLimiter(client, app.config["RATE_LIMIT"], app.config["RATE_BURST"]),
+        queue_cap=QueueCap(client, app.config["MAX_QUEUED"]),
+    )
     app.extensions[EXTENSION] = resources
     return resources
 

@@ -111,11 +111,17 @@ class Supervisor:
     def wait_http(self, url: str) -> None:
         self._wait(lambda: urllib.request.urlopen(url, timeout=2).read(), "the API", (OSError,))
 
-    def wait_worker(self, api_url: str) -> None:
-        """Until a worker node is listed: its pool has imported torch, so a first run starts at once."""
+    def wait_worker(self, api_url: str, token: str | None = None) -> None:
+        """Until a worker node is listed: its pool has imported torch, so a first run starts at once.
+
+        With tokens configured, /api/v1/workers needs one: any configured token will do.
+        """
+        request = urllib.request.Request(f"{api_url}/api/v1/workers")
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
 
         def listed() -> None:
-            with urllib.request.urlopen(f"{api_url}/api/v1/workers", timeout=2) as response:
+            with urllib.request.urlopen(request, timeout=2) as response:
                 if not json.load(response)["workers"]:
                     raise OSError("no worker node yet")
 
@@ -168,8 +174,11 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def serve(host: str, port: int, workers: int, data_dir: Path, redis_url: str | None) -> int:
-    """Run Redis (unless given), N worker processes and the API until Ctrl-C or SIGTERM."""
+def serve(host: str, port: int, workers: int, data_dir: Path, redis_url: str | None, token: str | None = None) -> int:
+    """Run Redis (unless given), N worker processes and the API until Ctrl-C or SIGTERM.
+
+    `token`: one of the API's tokens when tokens are configured, for the readiness check.
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
     supervisor = Supervisor(data_dir)
     embedded = redis_url is None
@@ -185,7 +194,7 @@ def serve(host: str, port: int, workers: int, data_dir: Path, redis_url: str | N
     supervisor.spawn("api", gunicorn_argv(host, port, API_PROCESSES, "--graceful-timeout", "5"), env)
     supervisor.wait_http(f"http://{host}:{port}/healthz")
     if workers > 0:
-        supervisor.wait_worker(f"http://{host}:{port}")
+        supervisor.wait_worker(f"http://{host}:{port}", token)
     where = "embedded Redis under " + str(data_dir / "redis") if embedded else "Redis at " + redis_url
     print(f"gradtrace is ready at http://{host}:{port} ({workers} worker process(es), {where}); Ctrl-C stops it",
           flush=True)

@@ -17,7 +17,7 @@ from flask import Blueprint, Response, url_for
 from kombu.exceptions import OperationalError
 from pydantic import ValidationError
 
-from api.errors import ApiError, handle_http_exception
+from api.errors import ApiError, handle_http_exception, queue_full
 from api.resources import current_tenant, get_resources, get_store
 from api.validation import encode_cursor, error_details, json_body, query_cursor, query_int, validation_failed
 from shared.cache import ResultCache
@@ -150,6 +150,9 @@ def create_sweep() -> tuple[dict, int, dict]:
         (experiment_id, point, spec.model_dump(mode="json"), spec.queue())
         for (experiment_id, spec), (point, _) in zip(specs, plan.points)
     ]
+    admission = resources.queue_cap.admit(tenant, [experiment_id for experiment_id, *_ in experiments])
+    if not admission.admitted:
+        raise queue_full(admission.count, resources.queue_cap.cap, len(experiments))
     sweeps.create(sweep_id, base=plan.base, grid=plan.grid, name=plan.name, experiments=experiments, tenant=tenant)
     try:
         cached = ResultCache(resources.store).serve(specs, tenant)

@@ -20,6 +20,10 @@ and its traces are the result. Serving one copies them (Redis COPY) into the new
 experiment in one Lua script that first checks the source still exists and
 succeeded, so a deleted source is never served and the copy outlives its source.
 An entry whose source is gone is overwritten by the fresh run that the miss starts.
+
+Retention: an entry lives as long as the run it names (the store's retention), a
+source past its retention is never served even before its TTL fires, and a copy
+starts a retention of its own (COPY would carry the source's TTL over to the trace).
 """
 
 import hashlib
@@ -113,7 +117,8 @@ class ResultCache:
         try:
             tenant = self.redis.hget(exp_key(experiment_id), "tenant")
             if tenant is not None:  # deleted already: nothing to name
-                self.redis.set(result_key(spec, device, tenant.decode(), self.version), experiment_id)
+                ttl = int(self.store.retention_seconds * 1000) or None
+                self.redis.set(result_key(spec, device, tenant.decode(), self.version), experiment_id, px=ttl)
         except redis.RedisError:
             log.warning("experiment %s: not cached", experiment_id, exc_info=True)
 
@@ -127,9 +132,11 @@ class ResultCache:
         sources = [source.decode() if source else None for source in self.redis.mget(keys)]
         hits = [(experiment_id, source) for (experiment_id, _), source in zip(asking, sources) if source]
         records = self.store.get_many([source for _, source in hits])
+        cutoff = self.store.expiry_cutoff()
         copies = [
             (experiment_id, record) for (experiment_id, _), record in zip(hits, records)
             if record is not None and record["status"] == "succeeded" and record["tenant"] == tenant
+            and not self.store.expired(record, cutoff)
         ]
         if not copies:
             return set()
@@ -137,7 +144,9 @@ class ResultCache:
             for experiment_id, source in copies:
                 self._copy(experiment_id, source, pipe)
             answered = pipe.execute()
-        return {experiment_id for (experiment_id, _), done in zip(copies, answered) if done}
+        served = [experiment_id for (experiment_id, _), done in zip(copies, answered) if done]
+        self.store.retire(served)
+        return set(served)
 
     def _copy(self, experiment_id: str, source: dict, pipe: redis.client.Pipeline) -> None:
         """Queue the script that makes the queued record a copy of the source's result and traces."""

@@ -1,5 +1,8 @@
 """The Celery app's configuration, in one place: the API sends with it, workers run with it."""
 
+import ssl
+from urllib.parse import parse_qs, urlsplit
+
 from celery import Celery
 from kombu import Queue
 
@@ -16,6 +19,28 @@ SOFT_TIME_LIMIT = HARD_TIME_LIMIT - 60
 VISIBILITY_TIMEOUT = HARD_TIME_LIMIT + 3600
 
 assert LIMITS.cost / 2e9 < SOFT_TIME_LIMIT
+
+
+# The ssl_* query parameters of a rediss:// URL, as redis-py reads them (?ssl_cert_reqs=required&ssl_ca_certs=...).
+SSL_PARAMETERS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+
+
+def broker_ssl(redis_url: str) -> dict | None:
+    """The broker's TLS options of a rediss:// URL, certificates checked unless the URL says otherwise.
+
+    redis-py verifies the server's certificate of a rediss:// URL by default, but kombu
+    does not (it warns and sets CERT_NONE): the broker is given the same options as
+    the store, so that both sides of a worker trust the same server.
+    """
+    parts = urlsplit(redis_url)
+    if parts.scheme != "rediss":
+        return None
+    query = {name: values[-1] for name, values in parse_qs(parts.query).items() if name in SSL_PARAMETERS}
+    reqs = query.pop("ssl_cert_reqs", "required").lower().removeprefix("cert_")
+    if reqs not in CERT_REQS:
+        raise ValueError(f"REDIS_URL: ssl_cert_reqs must be one of {', '.join(CERT_REQS)}, not {reqs!r}")
+    return {"ssl_cert_reqs": CERT_REQS[reqs], **query}
 
 
 def make_celery(redis_url: str) -> Celery:
@@ -41,4 +66,6 @@ def make_celery(redis_url: str) -> Celery:
         task_default_queue="cpu",
         task_create_missing_queues=False,
     )
+    if broker_ssl(redis_url) is not None:
+        app.conf.broker_use_ssl = broker_ssl(redis_url)
     return app

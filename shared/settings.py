@@ -31,3 +31,18 @@ class Settings(BaseSettings):
     max_attempts: int = 3
     # Seconds Redis answers must come within before the API says 503.
     redis_timeout: float = 2.0
+
+    # --- security (README "Security") ---
+    # Comma-separated API tokens; each is a tenant. None or empty: an open service of one tenant.
+    api_tokens: str | None = None
+    # A file of tokens, one a line ("#" starts a comment), read beside api_tokens.
+    api_tokens_file: Path | None = None
+    # Requests per second per token tenant, and the burst above it; 0 turns the limit off.
+    rate_limit: float = 20.0
+    rate_burst: int = 100
+    # Unfinished (queued or running) experiments per tenant; 0 turns the cap off.
+    max_queued: int = 10_000
+
+    # --- retention (README "Retention") ---
+    # Seconds a finished experiment, its trace and a finished sweep are kept; 0 keeps them for good.
+    retention_seconds: float = 30 * 24 * 3600.0

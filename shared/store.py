@@ -4,11 +4,16 @@ The experiment record (a hash) is the source of truth, not the Celery message.
 A worker writes only while it holds the experiment's lease: claim, chunk
 writes, heartbeats and the finish are Lua scripts fenced by the lease token, so
 a trace never mixes two attempts and a worker that lost its claim writes nothing.
+
+Retention (README "Retention"): a finished record and its packed trace get a Redis
+TTL when they finish; a finished record that missed it (a worker that died right
+after its finish) reads as expired all the same, and is removed when met.
+Index entries of expired records are dropped as lists meet them, and by sampling.
 """
 
 import json
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from redis import Redis
@@ -187,6 +192,27 @@ return 'ended:' .. status
 """
 
 
+# KEYS: an index.  ARGV: record key prefix, how many to sample, the finished_at before which a
+# finished record has expired ("" when nothing expires). Drops the sampled entries whose record is
+# gone; returns the ids of those still there but expired, for the caller to remove with their traces.
+_PRUNE = """
+local expired = {}
+for _, member in ipairs(redis.call('ZRANDMEMBER', KEYS[1], ARGV[2])) do
+  local found = redis.call('HMGET', ARGV[1] .. member, 'status', 'finished_at')
+  if not found[1] then
+    redis.call('ZREM', KEYS[1], member)
+  elseif ARGV[3] ~= '' and found[2] and found[2] < ARGV[3]
+      and (found[1] == 'succeeded' or found[1] == 'failed' or found[1] == 'cancelled') then
+    expired[#expired + 1] = member
+  end
+end
+return expired
+"""
+# A create in this many samples this many index entries for expired records (see `prune`).
+PRUNE_EVERY = 8
+PRUNE_SAMPLE = 16
+
+
 class Claim(NamedTuple):
     """What a claim came to: `outcome` is 'claimed', 'busy', 'missing', 'finished', 'cancelled' or 'exhausted'."""
 
@@ -198,8 +224,10 @@ class Claim(NamedTuple):
 class Store:
     """Experiments, their leases and their traces in one Redis."""
 
-    def __init__(self, redis: Redis):
+    def __init__(self, redis: Redis, *, retention_seconds: float = 0):
         self.redis = redis
+        # Seconds a finished experiment is kept; 0 keeps it for good.
+        self.retention_seconds = retention_seconds
         self._create = redis.register_script(_CREATE)
         self._claim = redis.register_script(_CLAIM)
         self._append = redis.register_script(_APPEND)
@@ -208,6 +236,7 @@ class Store:
         self._finish = redis.register_script(_FINISH)
         self._read_traces = redis.register_script(_READ_TRACES)
         self._cancel = redis.register_script(_CANCEL)
+        self._prune = redis.register_script(_PRUNE)
 
     # --- the API's side -------------------------------------------------------
 
@@ -218,6 +247,8 @@ class Store:
         fields = [part for pair in record.items() for part in pair]
         record["seq"] = self._create(keys=[SEQ_KEY, exp_key(experiment_id), index_key(tenant)],
                                      args=[experiment_id, *fields])
+        if self.retention_seconds and record["seq"] % PRUNE_EVERY == 0:
+            self.prune(tenant)
         # What `get` would read back, without reading it.
         return _decode({str(name).encode(): str(value).encode() for name, value in record.items()})
 
@@ -227,8 +258,56 @@ class Store:
         pipe.zadd(index_key(record["tenant"]), {record["id"]: record["seq"]})
 
     def get(self, experiment_id: str, *, tenant: str | None = None) -> dict:
-        """The record as a dict; ExperimentNotFound for an unknown id or another tenant's."""
-        return _owned(experiment_id, self.redis.hgetall(exp_key(experiment_id)), tenant)
+        """The record as a dict; ExperimentNotFound for an unknown id, another tenant's or an expired one."""
+        return self._live(experiment_id, _owned(experiment_id, self.redis.hgetall(exp_key(experiment_id)), tenant))
+
+    # --- retention ------------------------------------------------------------
+
+    def expiry_cutoff(self) -> str:
+        """The finished_at before which a finished record has expired; "" when nothing expires."""
+        if not self.retention_seconds:
+            return ""
+        cutoff = datetime.now(UTC) - timedelta(seconds=self.retention_seconds)
+        return cutoff.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    def expired(self, record: dict, cutoff: str | None = None) -> bool:
+        """Whether a finished record is past its retention (its Redis TTL may not have fired yet)."""
+        cutoff = self.expiry_cutoff() if cutoff is None else cutoff
+        finished = record.get("finished_at")
+        return bool(cutoff) and record["status"] in FINISHED and bool(finished) and finished < cutoff
+
+    def _live(self, experiment_id: str, record: dict) -> dict:
+        """The record, unless it has expired: then it is removed now and reads as unknown."""
+        if self.expired(record):
+            self.purge([experiment_id], tenant=record.get("tenant", ""))
+            raise ExperimentNotFound(f"no experiment {experiment_id}")
+        return record
+
+    def retire(self, experiment_ids: list[str]) -> None:
+        """Start the retention of finished experiments: their record and packed trace expire on their own."""
+        if not self.retention_seconds or not experiment_ids:
+            return
+        ttl = max(1, int(self.retention_seconds * 1000))
+        with self.redis.pipeline(transaction=False) as pipe:
+            for experiment_id in experiment_ids:
+                pipe.pexpire(exp_key(experiment_id), ttl)
+                pipe.pexpire(packed_key(experiment_id), ttl)
+            pipe.execute()
+
+    def purge(self, experiment_ids: list[str], *, tenant: str) -> None:
+        """Remove expired experiments whose TTL has not fired, with their traces and index entries."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            self.delete_many(pipe, experiment_ids, tenant=tenant)
+            pipe.execute()
+
+    def prune(self, tenant: str, sample: int = PRUNE_SAMPLE) -> None:
+        """Drop index entries of expired experiments met in a random sample of the tenant's index.
+
+        Lists drop the ones they walk past; sampling reaches those of a tenant that never lists.
+        """
+        expired = self._prune(keys=[index_key(tenant)], args=[exp_key(""), sample, self.expiry_cutoff()])
+        if expired:
+            self.purge([member.decode() for member in expired], tenant=tenant)
 
     def list_experiments(
         self,
@@ -252,17 +331,31 @@ class Store:
                 for member, _ in batch:
                     pipe.hgetall(exp_key(member.decode()))
                 raws = pipe.execute()
+            gone, expired, cutoff = [], [], self.expiry_cutoff()
             for (member, score), raw in zip(batch, raws):
                 if not raw:
+                    gone.append(member)
                     continue
                 record = _decode(raw)
+                if self.expired(record, cutoff):
+                    expired.append(record["id"])
+                    continue
                 if status is None or record["status"] == status:
                     found.append(record)
                     if len(found) == limit:
+                        self._forget(tenant, gone, expired)
                         return found, int(score)
+            self._forget(tenant, gone, expired)
             if len(batch) < page:
                 return found, None
             upper = f"({int(batch[-1][1])}"
+
+    def _forget(self, tenant: str, gone: list[bytes], expired: list[str]) -> None:
+        """Index cleanup after a list: entries whose record has expired (or was deleted) leave the index."""
+        if gone:
+            self.redis.zrem(index_key(tenant), *gone)
+        if expired:
+            self.purge(expired, tenant=tenant)
 
     def get_many(self, experiment_ids: list[str]) -> list[dict | None]:
         """The records of many experiments in one round trip, None for the ones that are gone."""
@@ -278,7 +371,9 @@ class Store:
         with self.redis.pipeline(transaction=False) as pipe:
             for experiment_id in experiment_ids:
                 self._cancel(keys=[exp_key(experiment_id)], args=[now], client=pipe)
-            return [outcome.decode() for outcome in pipe.execute()]
+            outcomes = [outcome.decode() for outcome in pipe.execute()]
+        self.retire([experiment_id for experiment_id, outcome in zip(experiment_ids, outcomes) if outcome == "cancelled"])
+        return outcomes
 
     def delete_many(self, pipe: Redis, experiment_ids: list[str], *, tenant: str) -> None:
         """Queue the deletes of many experiments of one tenant on the caller's pipeline, as `delete` does one."""
@@ -296,6 +391,8 @@ class Store:
             raise ExperimentNotFound(f"no experiment {experiment_id}")
         if outcome not in ("cancelled", "cancelling"):
             raise StatusConflict(f"experiment {experiment_id} is {outcome.removeprefix('ended:')}: nothing to cancel")
+        if outcome == "cancelled":
+            self.retire([experiment_id])
         return outcome
 
     def delete(self, experiment_id: str, *, tenant: str | None = None) -> None:
@@ -317,7 +414,7 @@ class Store:
         keys = [exp_key(experiment_id), packed_key(experiment_id), *(trace_key(experiment_id, m) for m in metrics)]
         places = [ALL_METRICS.index(metric) + 1 for metric in metrics]
         flat, *blobs = self._read_traces(keys=keys, args=[len(ALL_METRICS), *places])
-        record = _owned(experiment_id, dict(zip(flat[::2], flat[1::2])), tenant)
+        record = self._live(experiment_id, _owned(experiment_id, dict(zip(flat[::2], flat[1::2])), tenant))
         # Time metrics exist only for archs with a time axis (rnn); the others leave them out.
         steps_in_time = time_steps(record["spec"])
         layers = record.get("layers") or []
@@ -388,7 +485,10 @@ class Store:
         for name, value in fields.items():
             args += [name, _encode(name, value)]
         keys = [exp_key(experiment_id), lease_key(experiment_id), RUNNING_KEY, *trace_keys(experiment_id)]
-        return self._finish(keys=keys, args=args) == 0
+        finished = self._finish(keys=keys, args=args) == 0
+        if finished:
+            self.retire([experiment_id])  # a worker that dies just here leaves it to the expiry check of reads
+        return finished
 
 
 def new_record(experiment_id: str, spec: dict, *, tenant: str, queue: str, seq: int, **extra: Any) -> dict:

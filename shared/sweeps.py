@@ -4,12 +4,17 @@ A sweep is a hash `gradtrace:sweep:{id}` (its base, grid and experiment ids in g
 order) and an entry in its tenant's index; its experiments are ordinary experiment
 records (shared/store.py) that also carry `sweep` and `point`. Nothing about a
 sweep's progress is stored twice: counts and aggregates are read from the records.
+
+Retention: a sweep lives as long as one of its experiments does. Once every one
+has expired (or been deleted), the sweep reads as unknown and is removed when met:
+by a read, a list, or the sample of old sweeps that each new sweep looks at.
 """
 
 import itertools
 import json
 import math
 import statistics
+from datetime import datetime
 from typing import Any
 
 from redis import Redis
@@ -19,6 +24,8 @@ from shared.store import FINISHED, SEQ_KEY, STATUSES, Store, exp_key, new_record
 # The most points one sweep may have: every point is a queued experiment, and the sweep's
 # answer lists them all. Checked before the grid is expanded.
 MAX_POINTS = 1000
+# A new sweep looks at this many of its tenant's sweeps, at random, for expired ones.
+PRUNE_SAMPLE = 4
 # The axis that aggregates average over: points that differ only in it form a group.
 SEED = "seed"
 JSON_FIELDS = ("base", "grid", "experiments", "name")
@@ -115,23 +122,97 @@ class Sweeps:
             pipe.hset(sweep_key(sweep_id), mapping=sweep)
             pipe.zadd(sweep_index_key(tenant), {sweep_id: last})
             pipe.execute()
+        if self.store.retention_seconds:
+            self.prune(tenant)
         return self.get(sweep_id, tenant=tenant)
 
     def get(self, sweep_id: str, *, tenant: str | None = None) -> dict:
-        """The sweep's own hash, decoded; SweepNotFound for an unknown id or another tenant's."""
+        """The sweep's own hash, decoded; SweepNotFound for an unknown id, another tenant's or an expired one."""
         raw = self.redis.hgetall(sweep_key(sweep_id))
         if not raw or (tenant is not None and raw.get(b"tenant", b"").decode() != tenant):
             raise SweepNotFound(f"no sweep {sweep_id}")
-        return _decode(raw)
+        sweep = _decode(raw)
+        if self.expired([sweep])[0]:
+            self._remove(sweep)
+            raise SweepNotFound(f"no sweep {sweep_id}")
+        return sweep
 
     def list_sweeps(self, *, tenant: str = "", limit: int = 20, cursor: int | None = None) -> list[dict]:
-        """Up to `limit` sweeps newest first, after the cursor's sequence number."""
-        upper = "+inf" if cursor is None else f"({cursor}"
-        ids = self.redis.zrevrangebyscore(sweep_index_key(tenant), upper, "-inf", start=0, num=limit)
+        """Up to `limit` live sweeps newest first, after the cursor's sequence number; expired ones are removed."""
+        upper, found = "+inf" if cursor is None else f"({cursor}", []
+        while True:
+            batch = self.redis.zrevrangebyscore(
+                sweep_index_key(tenant), upper, "-inf", start=0, num=limit, withscores=True
+            )
+            with self.redis.pipeline(transaction=False) as pipe:
+                for sweep_id, _ in batch:
+                    pipe.hgetall(sweep_key(sweep_id.decode()))
+                raws = pipe.execute()
+            gone = [sweep_id for (sweep_id, _), raw in zip(batch, raws) if not raw]
+            if gone:
+                self.redis.zrem(sweep_index_key(tenant), *gone)
+            sweeps = [_decode(raw) for raw in raws if raw]
+            for sweep, expired in zip(sweeps, self.expired(sweeps)):
+                if expired:
+                    self._remove(sweep)
+                elif len(found) < limit:
+                    found.append(sweep)
+            if len(found) == limit or len(batch) < limit:
+                return found
+            upper = f"({int(batch[-1][1])}"
+
+    # --- retention ------------------------------------------------------------
+
+    def expired(self, sweeps: list[dict]) -> list[bool]:
+        """Per sweep, whether every one of its experiments has expired or gone (in one round trip).
+
+        Only a sweep created before the retention's cutoff can have: its experiments finished
+        after it was created. The others cost nothing here.
+        """
+        cutoff = self.store.expiry_cutoff()
+        old = [sweep for sweep in sweeps if cutoff and sweep["created_at"] < cutoff]
+        if not old:
+            return [False] * len(sweeps)
+        with self.redis.pipeline(transaction=False) as pipe:
+            for sweep in old:
+                for experiment_id in sweep["experiments"]:
+                    pipe.hmget(exp_key(experiment_id), "status", "finished_at")
+            flat = pipe.execute()
+        gone, start = set(), 0
+        for sweep in old:
+            found = flat[start:start + len(sweep["experiments"])]
+            start += len(sweep["experiments"])
+            if all(status is None or (status.decode() in FINISHED and (finished or b"").decode() < cutoff)
+                   for status, finished in found):
+                gone.add(sweep["id"])
+        return [sweep["id"] in gone for sweep in sweeps]
+
+    def _expire_at(self, sweep_id: str, last_finished: str) -> None:
+        until = datetime.fromisoformat(last_finished.replace("Z", "+00:00")).timestamp() + self.store.retention_seconds
+        self.redis.pexpireat(sweep_key(sweep_id), int(until * 1000))
+
+    def _remove(self, sweep: dict) -> None:
+        """Remove an expired sweep, with whatever is left of its experiments."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            self.store.delete_many(pipe, sweep["experiments"], tenant=sweep["tenant"])
+            pipe.delete(sweep_key(sweep["id"]))
+            pipe.zrem(sweep_index_key(sweep["tenant"]), sweep["id"])
+            pipe.execute()
+
+    def prune(self, tenant: str, sample: int = PRUNE_SAMPLE) -> None:
+        """Remove the expired sweeps among a random sample of the tenant's: those of a tenant that never lists."""
+        ids = [sweep_id.decode() for sweep_id in self.redis.zrandmember(sweep_index_key(tenant), sample) or []]
         with self.redis.pipeline(transaction=False) as pipe:
             for sweep_id in ids:
-                pipe.hgetall(sweep_key(sweep_id.decode()))
-            return [_decode(raw) for raw in pipe.execute() if raw]
+                pipe.hgetall(sweep_key(sweep_id))
+            raws = pipe.execute()
+        gone = [sweep_id for sweep_id, raw in zip(ids, raws) if not raw]
+        if gone:
+            self.redis.zrem(sweep_index_key(tenant), *gone)
+        sweeps = [_decode(raw) for raw in raws if raw]
+        for sweep, expired in zip(sweeps, self.expired(sweeps)):
+            if expired:
+                self._remove(sweep)
 
     def statuses(self, sweeps: list[dict]) -> list[list[str | None]]:
         """The status of every experiment of every sweep, in one round trip (None: deleted since)."""
@@ -147,8 +228,20 @@ class Sweeps:
         return found
 
     def records(self, sweep: dict) -> list[dict]:
-        """The sweep's experiment records in grid order; experiments deleted on their own are left out."""
-        return [record for record in self.store.get_many(sweep["experiments"]) if record is not None]
+        """The sweep's experiment records in grid order; experiments deleted on their own or expired are left out.
+
+        A sweep read once it is done is told to Redis to expire with its last experiment,
+        so that it is freed on time even if nobody reads or lists it again.
+        """
+        cutoff = self.store.expiry_cutoff()
+        records = [
+            record for record in self.store.get_many(sweep["experiments"])
+            if record is not None and not self.store.expired(record, cutoff)
+        ]
+        ends = [record.get("finished_at") for record in records if record["status"] in FINISHED]
+        if cutoff and records and len(ends) == len(records) and all(ends):
+            self._expire_at(sweep["id"], max(ends))
+        return records
 
     def cancel(self, sweep_id: str, *, tenant: str | None = None) -> int:
         """Cancel the queued experiments and flag the running ones; how many; 0 when nothing was left to cancel."""

@@ -17,7 +17,8 @@ from worker import registry, runner, sweeper
 def _context() -> tuple[Store, Settings, runner.LeaseKeeper]:
     """This pool process's own Redis connection, settings and lease keeper (never shared across a fork)."""
     settings = Settings()
-    store = Store(redis.Redis.from_url(settings.redis_url, health_check_interval=30))
+    store = Store(redis.Redis.from_url(settings.redis_url, health_check_interval=30),
+                  retention_seconds=settings.retention_seconds)
     return store, settings, runner.LeaseKeeper(store, settings.lease_seconds)
 
 
