@@ -1,6 +1,6 @@
 """How much slower tracing makes training: traced steps against untraced steps of the same run.
 
-    python bench/trace_overhead.py [--steps 400] [--repeats 3] [--block 10] [--threads N]
+    python bench/trace_overhead.py [--steps 400] [--repeats 3] [--block 10] [--threads N] [--workloads mlp-50x64,...]
 
 A run of `train()` alternates blocks of `--block` steps: traced as the variant says,
 then untraced. Every step is timed, and the figure is the median, over pairs of
@@ -30,12 +30,12 @@ from worker.allocator import keep_memory  # noqa: E402
 from worker.tracer import Tracer, per_layer  # noqa: E402
 
 # The MLPs train on `random` data with He init (see --init); the CNN on digits, the RNN on the adding problem.
-CONFIGS = [
-    {"depth": 20, "width": 256, "batch_size": 128},
-    {"depth": 50, "width": 64, "batch_size": 128},
-    {"arch": "cnn", "depth": 6, "width": 32, "batch_size": 64, "dataset": "digits"},
-    {"arch": "rnn", "cell": "lstm", "depth": 2, "width": 64, "seq_len": 50, "batch_size": 64, "dataset": "adding"},
-]
+WORKLOADS = {
+    "mlp-20x256": {"depth": 20, "width": 256, "batch_size": 128},
+    "mlp-50x64": {"depth": 50, "width": 64, "batch_size": 128},
+    "cnn": {"arch": "cnn", "depth": 6, "width": 32, "batch_size": 64, "dataset": "digits"},
+    "lstm": {"arch": "rnn", "cell": "lstm", "depth": 2, "width": 64, "seq_len": 50, "batch_size": 64, "dataset": "adding"},
+}
 VARIANTS = ("untraced", "full", "grad_norm", "every_10th")
 CLOCK = time.perf_counter
 
@@ -115,7 +115,11 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--clock", choices=("wall", "thread"), default="wall",
                         help="thread: the main thread's CPU time (with --threads 1, steadier on a busy machine)")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated, of: " + ", ".join(WORKLOADS))
     args = parser.parse_args()
+    unknown = set(args.workloads.split(",")) - set(WORKLOADS)
+    if unknown:
+        parser.error(f"--workloads: unknown {', '.join(sorted(unknown))}")
     global CLOCK
     CLOCK = time.thread_time if args.clock == "thread" else time.perf_counter
     if args.threads:
@@ -124,7 +128,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{'cuda' if torch.cuda.is_available() else 'cpu'}; {args.steps} steps in blocks of {args.block}")
 
-    for config in CONFIGS:
+    for config in (WORKLOADS[name] for name in args.workloads.split(",")):
         spec = ExperimentSpec(
             **{"dataset": "random", **config}, steps=args.steps, activation=args.activation, init=args.init, lr=args.lr
         )
