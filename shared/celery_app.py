@@ -45,6 +45,9 @@ def make_celery(redis_url: str, shutdown_grace_seconds: float = 0.0) -> Celery:
         worker_soft_shutdown_timeout=shutdown_grace_seconds,
         # An idle worker holds nothing (no ETA or countdown messages here), so it leaves at once.
         worker_enable_soft_shutdown_on_idle=False,
+        # A new pool process imports torch and runs a warm-up step before it says it is up (worker/tasks.py):
+        # seconds on a busy host. Celery's 4 s default killed replacements in a loop after a Redis restart.
+        worker_proc_alive_timeout=60,
         worker_send_task_events=False,
         worker_hijack_root_logger=False,
         task_queues=[Queue(name) for name in QUEUES],

@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 
 import redis
 
@@ -156,19 +156,31 @@ def run(store: Store, settings: Settings, lease: LeaseKeeper, experiment_id: str
                 ResultCache(store).remember(experiment_id, spec, result.device)
             return status
     except SystemExit:
-        _hand_back(store, experiment_id, token)
+        _hand_back(store, experiment_id, token, settings.lease_seconds)
         raise
     except (redis.ConnectionError, redis.TimeoutError):
         log.warning("experiment %s: Redis went away mid-run", experiment_id, exc_info=True)
-        _hand_back(store, experiment_id, token)
+        _hand_back(store, experiment_id, token, settings.lease_seconds)
         return "handed back"
     except Exception as exc:
         store.finish(experiment_id, token, "failed", error={"message": f"{type(exc).__name__}: {exc}"})
         raise
 
 
-def _hand_back(store: Store, experiment_id: str, token: str) -> None:
-    """Give the attempt back to the queue, fenced by its token; if Redis cannot take it, the lease lapses."""
-    with suppress(redis.RedisError):
-        if store.requeue(experiment_id, token, handed_back=True):
-            log.warning("experiment %s handed back to the queue", experiment_id)
+def _hand_back(store: Store, experiment_id: str, token: str, patience: float) -> None:
+    """Give the attempt back to the queue, fenced by its token, so that it does not count toward the cap.
+
+    Tried until the lease would have lapsed (after that the token fences it out anyway): a worker cut
+    off by a short Redis outage hands back once Redis returns; after a long one the sweeper requeues it.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            if store.requeue(experiment_id, token, handed_back=True):
+                log.warning("experiment %s handed back to the queue", experiment_id)
+            return
+        except redis.RedisError:
+            if time.monotonic() > deadline:
+                log.warning("experiment %s: Redis away, left to the sweeper", experiment_id)
+                return
+            time.sleep(0.2)

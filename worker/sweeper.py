@@ -19,7 +19,8 @@ import logging
 import threading
 
 from celery import Celery
-from redis import Redis
+from kombu.exceptions import OperationalError
+from redis import Redis, RedisError
 
 from shared.celery_app import RUN_TASK
 from shared.store import Store
@@ -97,8 +98,10 @@ def start(store: Store, celery: Celery, period: float, queued_grace: float) -> t
             try:
                 if store.redis.set(LOCK_KEY, "1", nx=True, px=int(period * 900)):
                     sweep(store, celery, queued_grace)
-            except Exception:  # Redis down: the next period tries again
-                log.warning("sweep failed", exc_info=True)
+            except (RedisError, OperationalError) as error:  # Redis down: the next period tries again
+                log.warning("sweep failed: %s", error)
+            except Exception:
+                log.exception("sweep failed")
 
     thread = threading.Thread(target=loop, name="gradtrace-sweeper", daemon=True)
     thread.start()
