@@ -1,6 +1,6 @@
 """Faults with real processes and real signals (issue 5): workers killed with SIGKILL or stopped with
 SIGTERM mid-run, a frozen worker that wakes up and writes late, a run that kills its worker every
-time, Redis killed and restarted with AOF on, a burst over two pool processes, lost messages.
+time, Redis frozen, then killed and restarted with AOF on, a burst over the nodes left, lost messages.
 
 Everything here runs on a redis-server of this module's own on a free port (it gets killed), with
 short leases, sweeps and grace periods in the workers' environment (GRADTRACE_*), so that the tests
@@ -139,22 +139,38 @@ def client(own_redis):
     return app.test_client()
 
 
-@pytest.fixture(scope="module")
-def workers(own_redis, tmp_path_factory) -> Iterator[list[Worker]]:
-    """Every worker the module starts, closed at its end."""
-    started: list[Worker] = []
-    yield started
-    for worker in started:
-        worker.close()
+class Fleet:
+    """Worker nodes of one pool process each, started together; faults take some of them down."""
+
+    def __init__(self, url: str, directory: Path, size: int):
+        self.nodes = [Worker(url, directory / f"node{i}.log", concurrency=1) for i in range(size)]
+
+    def live(self) -> list[Worker]:
+        return [node for node in self.nodes if node.process.poll() is None]
+
+    def running(self, client: redis.Redis, experiment_id: str) -> tuple[Worker, int]:
+        """The node and the pool process that run the experiment now."""
+        for node in self.live():
+            for pid, running in node.processes(client).items():
+                if running == experiment_id:
+                    return node, pid
+        raise AssertionError(f"no live worker runs {experiment_id}")
+
+    def log(self) -> str:
+        return "".join(node.log() for node in self.nodes)
 
 
 @pytest.fixture(scope="module")
-def steady(own_redis, rdb, workers, tmp_path_factory) -> Worker:
-    """The worker node that outlives the module's faults: two pool processes."""
-    worker = Worker(own_redis.url, tmp_path_factory.mktemp("steady") / "worker.log", concurrency=2)
-    workers.append(worker)
-    worker.wait_ready(rdb)
-    return worker
+def fleet(own_redis, rdb, tmp_path_factory) -> Iterator[Fleet]:
+    """Four nodes: the first test kills one and stops another, the others go on through the module."""
+    fleet = Fleet(own_redis.url, tmp_path_factory.mktemp("fleet"), size=4)
+    try:
+        for node in fleet.nodes:
+            node.wait_ready(rdb)
+        yield fleet
+    finally:
+        for node in fleet.nodes:
+            node.close()
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -200,49 +216,39 @@ def assert_one_complete_trace(client, experiment_id: str, reference_id: str, ste
     assert (steps, loss) == losses(client, reference_id)
 
 
-def count_executions(logs: list[str], experiment_id: str) -> int:
-    """Attempts that some worker started for the experiment, from the runner's log line."""
-    return sum(log.count(f"experiment {experiment_id}: attempt") for log in logs)
-
-
-def test_sigkill_and_sigterm_mid_run_lose_nothing(own_redis, rdb, store, client, workers, tmp_path, request):
+def test_sigkill_and_sigterm_mid_run_lose_nothing(rdb, store, client, fleet):
     """Two nodes each mid-experiment: one killed whole (SIGKILL to its process group), the other
-    told to stop (SIGTERM) with a 1 s grace. A third node finishes both: the killed run on attempt 2
+    told to stop (SIGTERM) with a 1 s grace. The other nodes finish both: the killed run on attempt 2
     with one clean trace, the stopped one handed back at once and its attempt not counted."""
-    victims = [Worker(own_redis.url, tmp_path / f"victim{i}.log", concurrency=1) for i in range(2)]
-    workers.extend(victims)
-    for victim in victims:
-        victim.wait_ready(rdb)
     killed_id, stopped_id = submit(client, **LONG, seed=1), submit(client, **LONG, seed=2)
     wait_until(lambda: running_with_rows(store, killed_id) and running_with_rows(store, stopped_id), 30,
                "both runs to be mid-way")
-    by_run = {victim.processes(rdb).popitem()[1]: victim for victim in victims}
-    by_run[killed_id].signal_group(signal.SIGKILL)
-    stopping = by_run[stopped_id]
+    killed, _ = fleet.running(rdb, killed_id)
+    stopping, _ = fleet.running(rdb, stopped_id)
+    killed.signal_group(signal.SIGKILL)
     stopped_at = time.monotonic()
     stopping.process.send_signal(signal.SIGTERM)
     FIGURES["faults injected"] += 2
 
+    reference_id = submit(client, **LONG, seed=1)
     assert stopping.process.wait(20) == 0
     assert time.monotonic() - stopped_at < 10  # the 1 s grace, then the hand-back, then the exit
     assert "handed back to the queue" in stopping.log() or store.get(stopped_id)["status"] == "succeeded"
-
-    request.getfixturevalue("steady")  # the node that finishes what the others left
-    reference_id = submit(client, **LONG, seed=1)
-    killed, stopped, _ = wait_finished(store, [killed_id, stopped_id, reference_id], timeout=60)
-    assert killed["status"] == "succeeded" and killed["attempts"] == 2 and killed["summary"]["attempts"] == 2
+    killed_record, stopped_record, _ = wait_finished(store, [killed_id, stopped_id, reference_id], timeout=60)
+    assert killed_record["status"] == "succeeded" and killed_record["attempts"] == 2
+    assert killed_record["summary"]["attempts"] == 2
     assert_one_complete_trace(client, killed_id, reference_id)
-    assert stopped["status"] == "succeeded" and stopped["attempts"] == 1
+    assert stopped_record["status"] == "succeeded" and stopped_record["attempts"] == 1
     assert losses(client, stopped_id)[0] == list(range(LONG["steps"]))
 
 
-def test_a_frozen_attempt_that_wakes_up_writes_nothing(rdb, store, client, steady):
-    """SIGSTOP the pool process mid-run until its lease lapses; the sweeper hands the run to the other
-    process; SIGCONT the first: its late writes are refused, and the trace is the second attempt's alone."""
+def test_a_frozen_attempt_that_wakes_up_writes_nothing(rdb, store, client, fleet):
+    """SIGSTOP the pool process mid-run until its lease lapses; the sweeper hands the run to another
+    node; SIGCONT the first: its late writes are refused, and the trace is the second attempt's alone."""
     spec = {**LONG, "steps": 2500, "seed": 3}
     experiment_id, reference_id = submit(client, **spec), submit(client, **spec)
     wait_until(lambda: running_with_rows(store, experiment_id), 30, "the run to be mid-way")
-    frozen = next(pid for pid, running in steady.processes(rdb).items() if running == experiment_id)
+    node, frozen = fleet.running(rdb, experiment_id)
     os.kill(frozen, signal.SIGSTOP)
     FIGURES["faults injected"] += 1
     try:
@@ -252,19 +258,20 @@ def test_a_frozen_attempt_that_wakes_up_writes_nothing(rdb, store, client, stead
     record, _ = wait_finished(store, [experiment_id, reference_id], timeout=60)
     assert record["status"] == "succeeded" and record["attempts"] == 2
     assert_one_complete_trace(client, experiment_id, reference_id, spec["steps"])
-    wait_until(lambda: f"experiment {experiment_id}: lease lost" in steady.log(), 10, "the woken attempt to give up")
+    wait_until(lambda: f"experiment {experiment_id}: lease lost" in node.log(), 10, "the woken attempt to give up")
 
 
-def test_a_run_that_kills_its_worker_every_time_ends_failed(store, client, steady):
+def test_a_run_that_kills_its_worker_every_time_ends_failed(store, client, fleet):
+    nodes = fleet.live()
     experiment_id = submit(client, **LONG, name=DIE)
     (record,) = wait_finished(store, [experiment_id], timeout=60)
     FIGURES["faults injected"] += record["attempts"]
     assert record["status"] == "failed" and record["attempts"] == 2
     assert "2 times" in record["error"]["message"]
-    assert steady.process.poll() is None  # the node itself lives on, with new pool processes
+    assert fleet.live() == nodes  # the nodes themselves live on, with new pool processes
 
 
-def test_lost_messages_are_sent_again_and_waiting_ones_are_not(own_redis, rdb, store, steady):
+def test_lost_messages_are_sent_again_and_waiting_ones_are_not(own_redis, rdb, store, fleet):
     """A record `queued` with no message (the API died between the two writes) is swept and runs;
     one whose message waits in a queue that no worker reads (gpu here) is left alone; a message for
     an unknown experiment and a duplicate one are dropped."""
@@ -283,18 +290,19 @@ def test_lost_messages_are_sent_again_and_waiting_ones_are_not(own_redis, rdb, s
     queued = sorted(raw for raw in rdb.lrange("gpu", 0, -1))
     assert sorted(b'"lost-gpu"' in raw for raw in queued) == [False, True]  # each gpu record: one message
     assert store.get("lost-cpu")["attempts"] == 1 and store.get("waiting-gpu")["status"] == "queued"
-    assert "experiment no-such-experiment not run: missing" in steady.log()
+    assert "experiment no-such-experiment not run: missing" in fleet.log()
     for experiment_id in ("lost-cpu", "lost-gpu", "waiting-gpu"):
         store.delete(experiment_id)
     rdb.delete("gpu")
     sender.close()
 
 
-def test_a_burst_of_200_runs_each_exactly_once(store, client, steady):
+def test_a_burst_of_200_runs_each_exactly_once(store, client, fleet):
     ids = [submit(client, **TINY, seed=seed) for seed in range(200)]
     records = wait_finished(store, ids, timeout=60)
     assert [record["status"] for record in records] == ["succeeded"] * 200
-    executions = [count_executions([steady.log()], experiment_id) for experiment_id in ids]
+    logs = fleet.log()
+    executions = [logs.count(f"experiment {experiment_id}: attempt") for experiment_id in ids]
     FIGURES["duplicate executions"] += sum(count - 1 for count in executions if count > 1)
     assert executions == [1] * 200
     assert all(record["attempts"] == 1 and record["rows"] == TINY["steps"] for record in records)
@@ -307,7 +315,7 @@ def timed(client, method: str, path: str) -> tuple[int, float, dict]:
     return response.status_code, time.monotonic() - started, response.get_json()
 
 
-def test_redis_killed_and_restarted_loses_nothing_and_the_api_says_503(own_redis, store, client, steady):
+def test_redis_killed_and_restarted_loses_nothing_and_the_api_says_503(own_redis, store, client, fleet):
     ids = [submit(client, **{**LONG, "steps": 1000}, seed=10 + seed) for seed in range(4)]  # 2 running, 2 queued
     wait_until(lambda: any(running_with_rows(store, experiment_id) for experiment_id in ids), 30, "a run mid-way")
     answers = []
