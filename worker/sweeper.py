@@ -11,7 +11,8 @@ Two kinds:
 
 A message sent twice is harmless: the lease lets one delivery run and the other exit.
 Runs as a thread in every pool process (never in the parent, which forks); a Redis
-lock lets one of them sweep per period.
+lock lets one of them look for orphans per period, and another one read the broker
+for lost messages per grace period (the read is as long as the queue).
 """
 
 import json
@@ -28,6 +29,7 @@ from shared.store import Store
 log = logging.getLogger("gradtrace.sweeper")
 
 LOCK_KEY = "gradtrace:sweeper"
+LOST_CHECK_KEY = "gradtrace:sweeper:lost-check"
 # Kombu's Redis transport: a queue is a list of JSON messages under the queue's name, and a
 # delivered message waits for its ack in this hash (delivery tag -> [message, exchange, routing key]).
 UNACKED_KEY = "unacked"
@@ -36,25 +38,36 @@ SCAN_CHUNK = 1000
 
 def sweep(store: Store, celery: Celery, queued_grace: float) -> list[str]:
     """Send a new run message for every orphaned or lost experiment; their ids."""
+    return requeue_orphans(store, celery) + resend_lost(store, celery, queued_grace)
+
+
+def requeue_orphans(store: Store, celery: Celery) -> list[str]:
+    """Put the runs whose lease lapsed back in the queue, each with a new message; their ids."""
     sent = []
     for orphan in store.orphans():
         if store.requeue(orphan["id"]):  # only while its lease stays lapsed
             _send(celery, orphan)
             sent.append(orphan["id"])
             log.warning("experiment %s lost its worker; queued again", orphan["id"])
-    stale = store.stale_queued(queued_grace)
-    if stale:
-        in_broker = broker_task_ids(store.redis, sorted({found["queue"] for found in stale}))
-        lost = [found for found in stale if found["id"] not in in_broker]
-        # Read again: one claimed and finished while the broker was read has no message either.
-        records = store.get_many([found["id"] for found in lost])
-        lost = [found for found, record in zip(lost, records) if record and record["status"] == "queued"]
-        for found in lost:
-            _send(celery, found)
-            sent.append(found["id"])
-            log.warning("experiment %s had no message in the broker; sent again", found["id"])
-        store.mark_queued([found["id"] for found in lost])
     return sent
+
+
+def resend_lost(store: Store, celery: Celery, queued_grace: float) -> list[str]:
+    """Send again the messages of experiments queued for longer than the grace period that the broker
+    does not hold; their ids."""
+    stale = store.stale_queued(queued_grace)
+    if not stale:
+        return []
+    in_broker = broker_task_ids(store.redis, sorted({found["queue"] for found in stale}))
+    lost = [found for found in stale if found["id"] not in in_broker]
+    # Read again: one claimed and finished while the broker was read has no message either.
+    records = store.get_many([found["id"] for found in lost])
+    lost = [found for found, record in zip(lost, records) if record and record["status"] == "queued"]
+    for found in lost:
+        _send(celery, found)
+        log.warning("experiment %s had no message in the broker; sent again", found["id"])
+    store.mark_queued([found["id"] for found in lost])
+    return [found["id"] for found in lost]
 
 
 def broker_task_ids(client: Redis, queues: list[str]) -> set[str]:
@@ -90,14 +103,18 @@ def _send(celery: Celery, experiment: dict) -> None:
 
 
 def start(store: Store, celery: Celery, period: float, queued_grace: float) -> threading.Thread:
-    """A daemon thread that sweeps every `period` seconds when it holds the lock."""
+    """A daemon thread that looks for orphans every `period` seconds when it holds the lock, and for lost
+    messages every `queued_grace` seconds."""
 
     def loop() -> None:
         stop = threading.Event()
         while not stop.wait(period):
             try:
                 if store.redis.set(LOCK_KEY, "1", nx=True, px=int(period * 900)):
-                    sweep(store, celery, queued_grace)
+                    requeue_orphans(store, celery)
+                # The broker's queues are read at most once per grace period, however long they are.
+                if store.redis.set(LOST_CHECK_KEY, "1", nx=True, px=max(1, int(queued_grace * 1000))):
+                    resend_lost(store, celery, queued_grace)
             except (RedisError, OperationalError) as error:  # Redis down: the next period tries again
                 log.warning("sweep failed: %s", error)
             except Exception:

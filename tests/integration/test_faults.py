@@ -233,6 +233,7 @@ def test_sigkill_and_sigterm_mid_run_lose_nothing(rdb, store, client, fleet):
     reference_id = submit(client, **LONG, seed=1)
     assert stopping.process.wait(20) == 0
     assert time.monotonic() - stopped_at < 10  # the 1 s grace, then the hand-back, then the exit
+    assert "Initiating Soft Shutdown, terminating in 1.0 seconds" in stopping.log()  # SIGTERM took that path
     assert "handed back to the queue" in stopping.log() or store.get(stopped_id)["status"] == "succeeded"
     killed_record, stopped_record, _ = wait_finished(store, [killed_id, stopped_id, reference_id], timeout=60)
     assert killed_record["status"] == "succeeded" and killed_record["attempts"] == 2
