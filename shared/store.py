@@ -93,7 +93,8 @@ redis.call('ZREM', KEYS[4], ARGV[5])
 -- `attempts` counts the attempts that ran: the claim that finds the cap reached fails the run
 if tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0') >= tonumber(ARGV[3]) then
   redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_at', ARGV[4], 'error',
-    cjson.encode({message = 'the run lost its worker ' .. ARGV[3] .. ' times (killed, crashed or cut off from Redis); not retried again'}))
+    cjson.encode({message = 'the run lost its worker ' .. ARGV[3]
+      .. ' times (killed, crashed or cut off from Redis); not retried again'}))
   redis.call('DEL', KEYS[2])
   redis.call('SREM', KEYS[3], KEYS[1])
   return {'exhausted'}
