@@ -78,8 +78,8 @@ def create_experiment() -> tuple[dict, int, dict]:
         if not cached:
             resources.celery.send_task(RUN_TASK, args=[experiment_id], task_id=experiment_id, queue=queue)
     except (OperationalError, redis.ConnectionError, redis.TimeoutError) as error:
-        # Without its message nobody would ever run it (the sweeper only looks after running
-        # experiments): take the record back, so that the client's retry is the one that runs.
+        # The client is told 503 and will retry: take the record back, so that the retry is the one
+        # that runs (left queued, the sweeper would find it without a message and run it too).
         with contextlib.suppress(redis.RedisError):
             resources.store.delete(experiment_id)
             resources.queue_cap.release(tenant, [experiment_id])

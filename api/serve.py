@@ -19,8 +19,9 @@ from pathlib import Path
 
 import redis
 
-# Seconds a worker gets to finish its experiment before it is told to hand it back.
-WORKER_GRACE = 10.0
+# Seconds a worker gets to stop: above its own grace period (GRADTRACE_SHUTDOWN_GRACE_SECONDS, 20 s by
+# default), after which it hands back what still runs and exits. Past this, SIGQUIT hands back at once.
+WORKER_GRACE = 30.0
 # The API under gunicorn, for `serve` and `gradtrace api` alike: gthread workers, whose threads
 # wait on Redis while another runs, and processes to use more than one core (the GIL holds a
 # process to one): on 2 cores, 2 x 8 held up to 2.4x the requests per second of 1 x 8 (bench/api_load.py).

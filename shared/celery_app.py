@@ -43,8 +43,12 @@ def broker_ssl(redis_url: str) -> dict | None:
     return {"ssl_cert_reqs": CERT_REQS[reqs], **query}
 
 
-def make_celery(redis_url: str) -> Celery:
-    """A Celery app on the given Redis, with the delivery settings of DESIGN.md."""
+def make_celery(redis_url: str, shutdown_grace_seconds: float = 0.0) -> Celery:
+    """A Celery app on the given Redis, with the delivery settings of DESIGN.md.
+
+    `shutdown_grace_seconds` matters to a worker only: how long a cold shutdown (SIGQUIT, or
+    SIGTERM, which worker/main.py maps to it) lets running tasks go on before it cancels them.
+    """
     app = Celery("gradtrace", broker=redis_url, set_as_current=False)
     app.conf.update(
         task_serializer="json",
@@ -59,7 +63,16 @@ def make_celery(redis_url: str) -> Celery:
         task_soft_time_limit=SOFT_TIME_LIMIT,
         broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
         broker_connection_retry_on_startup=True,
+        # A worker outlives a Redis outage of any length and goes on when Redis is back.
+        broker_connection_max_retries=None,
         worker_cancel_long_running_tasks_on_connection_loss=True,
+        # Soft shutdown: running experiments get the grace period, then are handed back.
+        worker_soft_shutdown_timeout=shutdown_grace_seconds,
+        # An idle worker holds nothing (no ETA or countdown messages here), so it leaves at once.
+        worker_enable_soft_shutdown_on_idle=False,
+        # A new pool process imports torch and runs a warm-up step before it says it is up (worker/tasks.py):
+        # seconds on a busy host. Celery's 4 s default killed replacements in a loop after a Redis restart.
+        worker_proc_alive_timeout=60,
         worker_send_task_events=False,
         worker_hijack_root_logger=False,
         task_queues=[Queue(name) for name in QUEUES],

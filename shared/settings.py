@@ -25,8 +25,14 @@ class Settings(BaseSettings):
     torch_threads: int = 0
     # Seconds a worker's claim on an experiment lives without renewal.
     lease_seconds: float = 30.0
-    # Seconds between sweeps for experiments whose worker died.
+    # Seconds between sweeps for experiments whose worker died or whose message was lost.
     sweep_seconds: float = 15.0
+    # Seconds an experiment stays `queued` before a sweep looks for its message in the broker
+    # (and sends it again if none is there): above the API's time between writing and sending.
+    queued_grace_seconds: float = 30.0
+    # Seconds a worker told to stop (SIGTERM) lets its running experiments go on before it hands
+    # them back to the queue; keep it under the orchestrator's own (docker: stop_grace_period).
+    shutdown_grace_seconds: float = 20.0
     # A run that kills its worker this many times ends `failed`.
     max_attempts: int = 3
     # Seconds Redis answers must come within before the API says 503.
@@ -46,3 +52,6 @@ class Settings(BaseSettings):
     # --- retention (README "Retention") ---
     # Seconds a finished experiment, its trace and a finished sweep are kept; 0 keeps them for good.
     retention_seconds: float = 30 * 24 * 3600.0
+    # Fault injection for the fault tests, off unless set: a worker kills its own pool process
+    # (SIGKILL) after the first trace chunk of every experiment of this name, as a crash would.
+    fault_kill_name: str = ""

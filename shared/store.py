@@ -12,6 +12,7 @@ Index entries of expired records are dropped as lists meet them, and by sampling
 """
 
 import json
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
@@ -53,12 +54,20 @@ def index_key(tenant: str) -> str:
 SEQ_KEY = "gradtrace:seq"
 # Experiments that some worker has claimed: the sweeper looks here for dead leases.
 RUNNING_KEY = "gradtrace:running"
+# Experiments waiting for a worker, by when they were (re)queued in ms: the sweeper looks here for
+# records whose Celery message was lost (worker/sweeper.py). Claims take them out; ids whose record
+# is gone or no longer queued are dropped lazily by `stale_queued`.
+QUEUED_KEY = "gradtrace:queued"
 # The heartbeat keys of live worker processes (worker/registry.py); each key expires on its own.
 WORKERS_KEY = "gradtrace:workers"
 
 
 def worker_key(node: str, pid: int) -> str:
     return f"gradtrace:worker:{node}:{pid}"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def now_iso() -> str:
@@ -75,48 +84,85 @@ def trace_keys(experiment_id: str) -> list[str]:
     return [trace_key(experiment_id, metric) for metric in ALL_METRICS] + [packed_key(experiment_id)]
 
 
-# KEYS: record, lease, running set, trace keys...  ARGV: token, lease ms, max attempts, now
+# KEYS: record, lease, running set, queued set, trace keys...  ARGV: token, lease ms, max attempts, now, id
 _CLAIM = """
 local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return {'missing'} end
+if not status then redis.call('ZREM', KEYS[4], ARGV[5]) return {'missing'} end
 if status == 'succeeded' or status == 'failed' or status == 'cancelled' then return {'finished'} end
 if redis.call('HGET', KEYS[1], 'cancel') == '1' then
   redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[4])
   return {'cancelled'}
 end
 if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'busy'} end
-local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-if attempts > tonumber(ARGV[3]) then
+redis.call('ZREM', KEYS[4], ARGV[5])
+-- `attempts` counts the attempts that ran: the claim that finds the cap reached fails the run
+if tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0') >= tonumber(ARGV[3]) then
   redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_at', ARGV[4], 'error',
-    cjson.encode({message = 'the run ended its worker ' .. ARGV[3] .. ' times; not retried again'}))
+    cjson.encode({message = 'the run lost its worker ' .. ARGV[3]
+      .. ' times (killed, crashed or cut off from Redis); not retried again'}))
   redis.call('DEL', KEYS[2])
   redis.call('SREM', KEYS[3], KEYS[1])
   return {'exhausted'}
 end
-for i = 4, #KEYS do redis.call('DEL', KEYS[i]) end
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+for i = 5, #KEYS do redis.call('DEL', KEYS[i]) end
 redis.call('HDEL', KEYS[1], 'summary', 'error', 'finished_at', 'layers')
 redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[4], 'step', 0, 'rows', 0)
 redis.call('SADD', KEYS[3], KEYS[1])
 return {'claimed', attempts, redis.call('HGET', KEYS[1], 'spec')}
 """
 
-# KEYS: sequence, record, index.  ARGV: id, then the record's field/value pairs (seq left out).
+# KEYS: sequence, record, index, queued set.  ARGV: id, now ms, then the record's field/value pairs
+# (seq left out).
 _CREATE = """
 local seq = redis.call('INCR', KEYS[1])
-redis.call('HSET', KEYS[2], 'seq', seq, unpack(ARGV, 2))
+redis.call('HSET', KEYS[2], 'seq', seq, unpack(ARGV, 3))
 redis.call('ZADD', KEYS[3], seq, ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1])
 return seq
 """
 
-# KEYS: record, lease, metric keys...  ARGV: token, rows, step, blobs...
+# KEYS: record, lease, metric keys...  ARGV: token, rows, step, rows written before this chunk ('': unchecked),
+# blobs...
 # Returns -1 when the lease is lost, 1 when a cancel was asked for, else 0.
+# Idempotent: a chunk that is already there (a retry after a reply lost with the connection)
+# is not appended twice, and one that would leave a gap (writes lost by a Redis restart)
+# ends the attempt, so a trace never has doubled or missing rows.
 _APPEND = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
-for i = 3, #KEYS do redis.call('APPEND', KEYS[i], ARGV[i + 1]) end
-redis.call('HINCRBY', KEYS[1], 'rows', ARGV[2])
-redis.call('HSET', KEYS[1], 'step', ARGV[3])
+local rows = tonumber(redis.call('HGET', KEYS[1], 'rows') or '0')
+local before = tonumber(ARGV[4]) or rows
+if rows == before then
+  for i = 3, #KEYS do redis.call('APPEND', KEYS[i], ARGV[i + 2]) end
+  redis.call('HINCRBY', KEYS[1], 'rows', ARGV[2])
+  redis.call('HSET', KEYS[1], 'step', ARGV[3])
+elseif rows ~= before + tonumber(ARGV[2]) then
+  return -1
+end
 if redis.call('HGET', KEYS[1], 'cancel') == '1' then return 1 end
 return 0
+"""
+
+# KEYS: record, lease, running set, queued set, trace keys...  ARGV: token ('' for an orphan), now ms,
+# id, 1 to give the attempt back (not counted toward the cap).
+# Puts a running experiment back to `queued` with a clean trace: an orphan whose lease lapsed
+# (the sweeper), or one that its worker hands back on shutdown (fenced by the attempt's token).
+_REQUEUE = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+local holder = redis.call('GET', KEYS[2])
+if ARGV[1] == '' then
+  if holder then return 0 end
+elseif holder ~= ARGV[1] then
+  return 0
+end
+for i = 5, #KEYS do redis.call('DEL', KEYS[i]) end
+redis.call('HDEL', KEYS[1], 'layers', 'started_at')
+redis.call('HSET', KEYS[1], 'status', 'queued', 'step', 0, 'rows', 0)
+if ARGV[4] == '1' then redis.call('HINCRBY', KEYS[1], 'attempts', -1) end
+redis.call('DEL', KEYS[2])
+redis.call('SREM', KEYS[3], KEYS[1])
+redis.call('ZADD', KEYS[4], ARGV[2], ARGV[3])
+return 1
 """
 
 # KEYS: record, lease.  ARGV: token, then field/value pairs to set.
@@ -237,6 +283,7 @@ class Store:
         self._read_traces = redis.register_script(_READ_TRACES)
         self._cancel = redis.register_script(_CANCEL)
         self._prune = redis.register_script(_PRUNE)
+        self._requeue = redis.register_script(_REQUEUE)
 
     # --- the API's side -------------------------------------------------------
 
@@ -245,17 +292,19 @@ class Store:
         record = new_record(experiment_id, spec, tenant=tenant, queue=queue, seq=0)
         del record["seq"]  # numbered by the script, in the same step as the write
         fields = [part for pair in record.items() for part in pair]
-        record["seq"] = self._create(keys=[SEQ_KEY, exp_key(experiment_id), index_key(tenant)],
-                                     args=[experiment_id, *fields])
+        record["seq"] = self._create(keys=[SEQ_KEY, exp_key(experiment_id), index_key(tenant), QUEUED_KEY],
+                                     args=[experiment_id, now_ms(), *fields])
         if self.retention_seconds and record["seq"] % PRUNE_EVERY == 0:
             self.prune(tenant)
         # What `get` would read back, without reading it.
         return _decode({str(name).encode(): str(value).encode() for name, value in record.items()})
 
     def write_new(self, pipe: Redis, record: dict) -> None:
-        """Queue the writes of a record made by `new_record` on the caller's pipeline: the hash and its index entry."""
+        """Queue the writes of a record made by `new_record` on the caller's pipeline: the hash, its index
+        entry and its place among the queued."""
         pipe.hset(exp_key(record["id"]), mapping=record)
         pipe.zadd(index_key(record["tenant"]), {record["id"]: record["seq"]})
+        pipe.zadd(QUEUED_KEY, {record["id"]: now_ms()})
 
     def get(self, experiment_id: str, *, tenant: str | None = None) -> dict:
         """The record as a dict; ExperimentNotFound for an unknown id, another tenant's or an expired one."""
@@ -432,8 +481,9 @@ class Store:
         The spec comes back with the claim, so that a worker starts with one round trip.
         """
         outcome = self._claim(
-            keys=[exp_key(experiment_id), lease_key(experiment_id), RUNNING_KEY, *trace_keys(experiment_id)],
-            args=[token, int(lease_seconds * 1000), max_attempts, now_iso()],
+            keys=[exp_key(experiment_id), lease_key(experiment_id), RUNNING_KEY, QUEUED_KEY,
+                  *trace_keys(experiment_id)],
+            args=[token, int(lease_seconds * 1000), max_attempts, now_iso(), experiment_id],
         )
         if len(outcome) == 1:
             return Claim(outcome[0].decode(), 0, None)
@@ -450,15 +500,22 @@ class Store:
         """Extend the lease; False if another attempt or a delete took it away."""
         return bool(self._renew(keys=[lease_key(experiment_id)], args=[token, int(lease_seconds * 1000)]))
 
-    def append_chunk(self, experiment_id: str, token: str, chunk: TraceChunk, step: int) -> int:
-        """Append the chunk's rows and set progress: -1 lease lost, 1 cancel asked, 0 go on."""
+    def append_chunk(
+        self, experiment_id: str, token: str, chunk: TraceChunk, step: int, rows_before: int | None = None
+    ) -> int:
+        """Append the chunk's rows and set progress: -1 lease lost, 1 cancel asked, 0 go on.
+
+        With `rows_before` (the rows this attempt wrote so far) it is safe to retry: a chunk already
+        there is not appended twice, and rows lost before it (a Redis restart) read as a lost lease.
+        """
         blobs = chunk.to_bytes()
         names = list(blobs)
         return int(
             self._append(
                 keys=[exp_key(experiment_id), lease_key(experiment_id)]
                 + [trace_key(experiment_id, name) for name in names],
-                args=[token, chunk.rows, step, *(blobs[name] for name in names)],
+                args=[token, chunk.rows, step, "" if rows_before is None else rows_before,
+                      *(blobs[name] for name in names)],
             )
         )
 
@@ -478,6 +535,39 @@ class Store:
             elif not leased:
                 found.append({"id": experiment_id, "queue": (queue or b"cpu").decode()})
         return found
+
+    def requeue(self, experiment_id: str, token: str = "", *, handed_back: bool = False) -> bool:
+        """Put a running experiment back in the queue with a clean trace: an orphan (no token; only while its
+        lease stays lapsed) or an attempt handed back by its worker (its token; not counted toward the cap).
+        False when it was not this one's to requeue (finished, taken over, deleted)."""
+        keys = [exp_key(experiment_id), lease_key(experiment_id), RUNNING_KEY, QUEUED_KEY, *trace_keys(experiment_id)]
+        return self._requeue(keys=keys, args=[token, now_ms(), experiment_id, int(handed_back)]) == 1
+
+    def stale_queued(self, older_than_seconds: float) -> list[dict]:
+        """Experiments still `queued` that were (re)queued longer ago than that: those whose message may be lost."""
+        cutoff = now_ms() - int(older_than_seconds * 1000)
+        ids = [member.decode() for member in self.redis.zrangebyscore(QUEUED_KEY, "-inf", cutoff)]
+        if not ids:
+            return []
+        with self.redis.pipeline(transaction=False) as pipe:
+            for experiment_id in ids:
+                pipe.hmget(exp_key(experiment_id), "status", "queue")
+            answers = pipe.execute()
+        found, done = [], []
+        for experiment_id, (status, queue) in zip(ids, answers):
+            if status is None or status.decode() != "queued":
+                done.append(experiment_id)
+            else:
+                found.append({"id": experiment_id, "queue": (queue or b"cpu").decode()})
+        if done:
+            self.redis.zrem(QUEUED_KEY, *done)
+        return found
+
+    def mark_queued(self, experiment_ids: list[str]) -> None:
+        """Restart the wait of experiments whose message was just sent again (only those still waiting)."""
+        if experiment_ids:
+            now = now_ms()
+            self.redis.zadd(QUEUED_KEY, {experiment_id: now for experiment_id in experiment_ids}, xx=True)
 
     def finish(self, experiment_id: str, token: str, status: str, **fields: Any) -> bool:
         """End the attempt with its outcome, compact the trace and release the lease."""

@@ -41,6 +41,10 @@ def _gpu_count() -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # SIGTERM (docker stop, a scale-in) becomes Celery's cold shutdown with its soft wait: running
+    # experiments get GRADTRACE_SHUTDOWN_GRACE_SECONDS, then are handed back, rather than a warm
+    # shutdown that waits for them however long. billiard reads this once, when first imported.
+    os.environ.setdefault("REMAP_SIGTERM", "SIGQUIT")
     parser = argparse.ArgumentParser(prog="gradtrace worker", description=__doc__)
     parser.add_argument("--concurrency", type=int, default=0, help="pool processes (default: cores, or GPUs)")
     parser.add_argument("--queues", default="cpu", help="comma-separated: cpu, gpu")
@@ -65,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import worker.tasks  # noqa: F401  (registers the task)
 
-    app = make_celery(settings.redis_url)
+    app = make_celery(settings.redis_url, shutdown_grace_seconds=settings.shutdown_grace_seconds)
     app.worker_main([
         "worker",
         f"--loglevel={args.loglevel}",

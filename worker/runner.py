@@ -4,11 +4,15 @@ No Celery here: the task in worker/tasks.py is a thin shell around `run`.
 """
 
 import logging
+import os
+import signal
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+import redis
 
 from shared.cache import ResultCache
 from shared.diagnosis import diagnose
@@ -30,6 +34,8 @@ class StoreSink:
         self.token = token
         self.lost = False
         self.cancelled = False
+        # Rows this attempt has written: each append says where it goes, so a retried one is not doubled.
+        self.rows = 0
 
     def start(self, layers: list[dict], device: str) -> None:
         if not self.store.update(self.experiment_id, self.token, layers=layers, device=device):
@@ -38,10 +44,23 @@ class StoreSink:
     def chunk(self, chunk: TraceChunk, steps_done: int) -> bool:
         if self.lost:
             return False
-        outcome = self.store.append_chunk(self.experiment_id, self.token, chunk, steps_done)
+        outcome = self.store.append_chunk(self.experiment_id, self.token, chunk, steps_done, rows_before=self.rows)
+        if outcome >= 0:
+            self.rows += chunk.rows
         self.lost = outcome < 0
         self.cancelled = outcome > 0
         return outcome == 0
+
+
+class DyingSink(StoreSink):
+    """Fault injection (Settings.fault_kill_name, off unless set): writes the first chunk, then kills its own
+    process, as a run that crashes its worker would. Only the fault tests start a worker with it."""
+
+    def chunk(self, chunk: TraceChunk, steps_done: int) -> bool:
+        super().chunk(chunk, steps_done)
+        log.warning("experiment %s: fault injection kills this process", self.experiment_id)
+        os.kill(os.getpid(), signal.SIGKILL)
+        return False
 
 
 class LeaseKeeper:
@@ -92,7 +111,13 @@ class LeaseKeeper:
 
 
 def run(store: Store, settings: Settings, lease: LeaseKeeper, experiment_id: str) -> str:
-    """Run one attempt of the experiment; returns what happened ('succeeded', 'busy', ...)."""
+    """Run one attempt of the experiment; returns what happened ('succeeded', 'busy', 'handed back', ...).
+
+    A worker that is told to stop (billiard turns the signal into SystemExit) or loses Redis in the
+    middle hands the experiment back: `queued` again, lease released, the attempt not counted, so
+    another worker starts it over at once. When even that write fails, the lease lapses and the
+    sweeper does the same.
+    """
     from worker.train import train  # torch is imported in the pool process, never in the parent
 
     token = uuid.uuid4().hex
@@ -106,7 +131,8 @@ def run(store: Store, settings: Settings, lease: LeaseKeeper, experiment_id: str
     try:
         with lease.hold(experiment_id, token):
             spec = ExperimentSpec.model_validate(claim.spec)
-            sink = StoreSink(store, experiment_id, token)
+            dying = settings.fault_kill_name and spec.name == settings.fault_kill_name
+            sink = (DyingSink if dying else StoreSink)(store, experiment_id, token)
             result = train(spec, sink, flush_seconds=settings.flush_seconds)
             if sink.lost:
                 log.info("experiment %s: lease lost (deleted or taken over); nothing recorded", experiment_id)
@@ -129,6 +155,32 @@ def run(store: Store, settings: Settings, lease: LeaseKeeper, experiment_id: str
             if recorded and status == "succeeded":
                 ResultCache(store).remember(experiment_id, spec, result.device)
             return status
+    except SystemExit:
+        _hand_back(store, experiment_id, token, settings.lease_seconds)
+        raise
+    except (redis.ConnectionError, redis.TimeoutError):
+        log.warning("experiment %s: Redis went away mid-run", experiment_id, exc_info=True)
+        _hand_back(store, experiment_id, token, settings.lease_seconds)
+        return "handed back"
     except Exception as exc:
         store.finish(experiment_id, token, "failed", error={"message": f"{type(exc).__name__}: {exc}"})
         raise
+
+
+def _hand_back(store: Store, experiment_id: str, token: str, patience: float) -> None:
+    """Give the attempt back to the queue, fenced by its token, so that it does not count toward the cap.
+
+    Tried until the lease would have lapsed (after that the token fences it out anyway): a worker cut
+    off by a short Redis outage hands back once Redis returns; after a long one the sweeper requeues it.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            if store.requeue(experiment_id, token, handed_back=True):
+                log.warning("experiment %s handed back to the queue", experiment_id)
+            return
+        except redis.RedisError:
+            if time.monotonic() > deadline:
+                log.warning("experiment %s: Redis away, left to the sweeper", experiment_id)
+                return
+            time.sleep(0.2)

@@ -1,13 +1,27 @@
-"""Re-enqueues experiments whose worker died mid-run, so that nothing submitted is silently lost.
+"""Re-enqueues experiments that nothing would run otherwise, so that nothing submitted is silently lost.
 
+Two kinds:
+
+- `running` with a lapsed lease: their worker died (or froze) mid-run. They go back to
+  `queued` with a clean trace, then get a new message.
+- `queued` for longer than the grace period with no message in the broker: the message was
+  lost (the API died between writing the record and sending, or a worker died between
+  kombu's BRPOP and its unacked bookkeeping, celery#7950). An experiment merely waiting
+  in a long queue has its message in the queue's list and is left alone.
+
+A message sent twice is harmless: the lease lets one delivery run and the other exit.
 Runs as a thread in every pool process (never in the parent, which forks); a Redis
-lock lets one of them sweep per period.
+lock lets one of them look for orphans per period, and another one read the broker
+for lost messages per grace period (the read is as long as the queue).
 """
 
+import json
 import logging
 import threading
 
 from celery import Celery
+from kombu.exceptions import OperationalError
+from redis import Redis, RedisError
 
 from shared.celery_app import RUN_TASK
 from shared.store import Store
@@ -15,29 +29,96 @@ from shared.store import Store
 log = logging.getLogger("gradtrace.sweeper")
 
 LOCK_KEY = "gradtrace:sweeper"
+LOST_CHECK_KEY = "gradtrace:sweeper:lost-check"
+# Kombu's Redis transport: a queue is a list of JSON messages under the queue's name, and a
+# delivered message waits for its ack in this hash (delivery tag -> [message, exchange, routing key]).
+UNACKED_KEY = "unacked"
+SCAN_CHUNK = 1000
 
 
-def sweep(store: Store, celery: Celery) -> list[str]:
-    """Send a new run message for every orphaned experiment; their ids."""
+def sweep(store: Store, celery: Celery, queued_grace: float) -> list[str]:
+    """Send a new run message for every orphaned or lost experiment; their ids."""
+    return requeue_orphans(store, celery) + resend_lost(store, celery, queued_grace)
+
+
+def requeue_orphans(store: Store, celery: Celery) -> list[str]:
+    """Put the runs whose lease lapsed back in the queue, each with a new message; their ids."""
     sent = []
     for orphan in store.orphans():
-        celery.send_task(RUN_TASK, args=[orphan["id"]], task_id=orphan["id"], queue=orphan["queue"])
-        sent.append(orphan["id"])
-        log.warning("experiment %s lost its worker; queued again", orphan["id"])
+        if store.requeue(orphan["id"]):  # only while its lease stays lapsed
+            _send(celery, orphan)
+            sent.append(orphan["id"])
+            log.warning("experiment %s lost its worker; queued again", orphan["id"])
     return sent
 
 
-def start(store: Store, celery: Celery, period: float) -> threading.Thread:
-    """A daemon thread that sweeps every `period` seconds when it holds the lock."""
+def resend_lost(store: Store, celery: Celery, queued_grace: float) -> list[str]:
+    """Send again the messages of experiments queued for longer than the grace period that the broker
+    does not hold; their ids."""
+    stale = store.stale_queued(queued_grace)
+    if not stale:
+        return []
+    in_broker = broker_task_ids(store.redis, sorted({found["queue"] for found in stale}))
+    lost = [found for found in stale if found["id"] not in in_broker]
+    # Read again: one claimed and finished while the broker was read has no message either.
+    records = store.get_many([found["id"] for found in lost])
+    lost = [found for found, record in zip(lost, records) if record and record["status"] == "queued"]
+    for found in lost:
+        _send(celery, found)
+        log.warning("experiment %s had no message in the broker; sent again", found["id"])
+    store.mark_queued([found["id"] for found in lost])
+    return [found["id"] for found in lost]
+
+
+def broker_task_ids(client: Redis, queues: list[str]) -> set[str]:
+    """The task ids of every message the broker holds for these queues: waiting, or delivered and unacked.
+
+    The unacked hash is read before and after the lists, and the lists from their oldest end on, so a
+    message that moves during the read (delivered, or restored to its queue) is seen in one place or the other.
+    """
+    ids = _unacked_ids(client)
+    for queue in queues:
+        start = 0
+        while batch := client.lrange(queue, start, start + SCAN_CHUNK - 1):
+            ids.update(_task_id(raw) for raw in batch)
+            start += SCAN_CHUNK
+    return ids | _unacked_ids(client)
+
+
+def _unacked_ids(client: Redis) -> set[str]:
+    return {_task_id(raw, unacked=True) for raw in client.hvals(UNACKED_KEY)}
+
+
+def _task_id(raw: bytes, *, unacked: bool = False) -> str:
+    """The Celery task id (our experiment id) of a raw message; '' for anything unreadable."""
+    try:
+        message = json.loads(raw)
+        return (message[0] if unacked else message)["headers"]["id"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return ""
+
+
+def _send(celery: Celery, experiment: dict) -> None:
+    celery.send_task(RUN_TASK, args=[experiment["id"]], task_id=experiment["id"], queue=experiment["queue"])
+
+
+def start(store: Store, celery: Celery, period: float, queued_grace: float) -> threading.Thread:
+    """A daemon thread that looks for orphans every `period` seconds when it holds the lock, and for lost
+    messages every `queued_grace` seconds."""
 
     def loop() -> None:
         stop = threading.Event()
         while not stop.wait(period):
             try:
                 if store.redis.set(LOCK_KEY, "1", nx=True, px=int(period * 900)):
-                    sweep(store, celery)
-            except Exception:  # Redis down: the next period tries again
-                log.warning("sweep failed", exc_info=True)
+                    requeue_orphans(store, celery)
+                # The broker's queues are read at most once per grace period, however long they are.
+                if store.redis.set(LOST_CHECK_KEY, "1", nx=True, px=max(1, int(queued_grace * 1000))):
+                    resend_lost(store, celery, queued_grace)
+            except (RedisError, OperationalError) as error:  # Redis down: the next period tries again
+                log.warning("sweep failed: %s", error)
+            except Exception:
+                log.exception("sweep failed")
 
     thread = threading.Thread(target=loop, name="gradtrace-sweeper", daemon=True)
     thread.start()

@@ -5,6 +5,7 @@ from functools import cache
 
 import redis
 from celery import shared_task
+from celery.exceptions import Reject
 from celery.signals import worker_process_init, worker_process_shutdown
 
 from shared.celery_app import RUN_TASK, make_celery
@@ -17,8 +18,12 @@ from worker import registry, runner, sweeper
 def _context() -> tuple[Store, Settings, runner.LeaseKeeper]:
     """This pool process's own Redis connection, settings and lease keeper (never shared across a fork)."""
     settings = Settings()
-    store = Store(redis.Redis.from_url(settings.redis_url, health_check_interval=30),
-                  retention_seconds=settings.retention_seconds)
+    # Bounded waits: a Redis that stops answering ends the attempt (handed back) instead of hanging it;
+    # redis-py's own retries ride out a restart of a second or two (appends are safe to retry).
+    client = redis.Redis.from_url(
+        settings.redis_url, health_check_interval=30, socket_connect_timeout=5, socket_timeout=10
+    )
+    store = Store(client, retention_seconds=settings.retention_seconds)
     return store, settings, runner.LeaseKeeper(store, settings.lease_seconds)
 
 
@@ -38,7 +43,7 @@ def _init_process(**_) -> None:
 
     _context.cache_clear()
     store, settings, _ = _context()
-    sweeper.start(store, make_celery(settings.redis_url), settings.sweep_seconds)
+    sweeper.start(store, make_celery(settings.redis_url), settings.sweep_seconds, settings.queued_grace_seconds)
     # The node's heartbeat is written from here, not from the parent, which forks (worker/registry.py).
     registry.start(store.redis)
 
@@ -48,12 +53,14 @@ def _leave_registry(**_) -> None:
     registry.stop()
 
 
-@shared_task(name=RUN_TASK, bind=True, ignore_result=True, max_retries=None)
-def run_experiment(self, experiment_id: str) -> str:
+@shared_task(name=RUN_TASK, ignore_result=True)
+def run_experiment(experiment_id: str) -> str:
+    # A second delivery of a run that is live elsewhere ('busy') is simply dropped: should that
+    # worker die, its lease lapses and the sweeper queues the run again. The record, not the message,
+    # is the source of truth, so no message is kept waiting (no countdown, no ETA) for it.
     store, settings, lease = _context()
     with registry.running(experiment_id):
         outcome = runner.run(store, settings, lease, experiment_id)
-    if outcome == "busy":
-        # Another worker holds the lease: look again once it would have lapsed, in case that worker died.
-        raise self.retry(countdown=settings.lease_seconds)
+    if outcome == "handed back":
+        raise Reject(f"experiment {experiment_id} handed back", requeue=True)
     return outcome
