@@ -1,12 +1,13 @@
 """The sweeper on a real Redis and a real Celery sender (no worker): what it sends, and what it leaves alone."""
 
 import json
+import time
 
 import pytest
 
 from shared.celery_app import RUN_TASK, make_celery
 from shared.spec import ExperimentSpec
-from shared.store import Store, lease_key
+from shared.store import QUEUED_KEY, Store, lease_key
 from worker.sweeper import broker_task_ids, sweep
 
 SPEC = ExperimentSpec(depth=1, width=2, steps=2).model_dump(mode="json")
@@ -34,7 +35,30 @@ def test_the_broker_is_read_in_the_queue_and_in_unacked(redis_client, celery):
     redis_client.hset("unacked", "tag-1", json.dumps([json.loads(raw), "", "cpu"]))
     celery.send_task(RUN_TASK, args=["b"], task_id="b", queue="cpu")
     redis_client.lpush("cpu", b"not a message")
-    assert broker_task_ids(redis_client, ["cpu"]) == {"a", "b", ""}
+    assert broker_task_ids(redis_client, ["cpu"]) == ({"a", "b", ""}, {})
+
+
+def deliver(redis_client, queue: str, tag: str, at: float) -> None:
+    """What kombu does when a worker takes a message: off the queue, into unacked with the delivery's time."""
+    raw = redis_client.rpop(queue)
+    redis_client.hset("unacked", tag, json.dumps([json.loads(raw), "", queue]))
+    redis_client.zadd("unacked_index", {tag: at})
+
+
+def test_a_delivery_left_unacked_by_a_dead_worker_is_sent_again(store, celery, redis_client):
+    store.create("taken", SPEC)
+    store.create("abandoned", SPEC)
+    for experiment_id in ("taken", "abandoned"):
+        celery.send_task(RUN_TASK, args=[experiment_id], task_id=experiment_id, queue="cpu")
+    deliver(redis_client, "cpu", "tag-taken", time.time())  # a live worker took it a moment ago
+    deliver(redis_client, "cpu", "tag-abandoned", time.time() - 120)  # its worker died two minutes ago
+    assert sweep(store, celery, queued_grace=60) == []  # both were (re)queued within the grace period
+    redis_client.zadd(QUEUED_KEY, {"taken": 0, "abandoned": 0})  # queued long ago
+    assert sweep(store, celery, queued_grace=60) == ["abandoned"]
+    assert messages(redis_client, "cpu") == ["abandoned"]
+    assert redis_client.hkeys("unacked") == [b"tag-taken"]
+    assert redis_client.zrange("unacked_index", 0, -1) == [b"tag-taken"]
+    assert sweep(store, celery, queued_grace=60) == []  # sent once
 
 
 def test_a_queued_experiment_without_a_message_is_sent_once(store, celery, redis_client):
