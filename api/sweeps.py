@@ -61,7 +61,7 @@ def sweep_plan(body: Any) -> Plan:
     stray = [key for key in base if key not in SPEC_FIELDS]
     if stray:
         raise validation_failed([{"loc": ["base", key], "msg": "unknown spec field"} for key in stray])
-    if name is not None and (not isinstance(name, str) or len(name) > LIMITS.name_length):
+    if name is not None and not is_name(name):
         raise validation_failed([{"loc": ["name"], "msg": f"must be a string of at most {LIMITS.name_length} characters"}])
     try:
         grid = check_grid(body.get("grid"), SPEC_FIELDS)
@@ -76,6 +76,18 @@ def sweep_plan(body: Any) -> Plan:
     if failures:
         raise invalid_points(failures, len(every), base, grid)
     return Plan(base=base, grid=grid, name=name, points=points)
+
+
+def is_name(value: Any) -> bool:
+    """A label as the spec's `name` takes it: a string of at most the limit's characters, all of them
+    Unicode (JSON's escapes can spell a lone surrogate, which no UTF-8 encodes)."""
+    if not isinstance(value, str) or len(value) > LIMITS.name_length:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def invalid_points(failures: list[tuple[int, dict, list[dict]]], total: int, base: dict, grid: dict) -> ApiError:

@@ -11,7 +11,7 @@ from typing import Any
 from flask import Blueprint, request
 from pydantic import ValidationError
 
-from api.validation import error_details, query_error, validation_failed
+from api.validation import error_details, query_error, query_value, validation_failed
 from shared.spec import ExperimentSpec
 from shared.theory import report
 
@@ -53,7 +53,8 @@ def theory_spec() -> ExperimentSpec:
     unknown = [name for name in request.args if name not in PARAMETERS]
     if unknown:
         raise query_error(unknown[0], f"unknown parameter; known: {', '.join(PARAMETERS)}")
-    fields = {name: _typed(name, value) for name, value in request.args.items() if value != ""}
+    texts = {name: query_value(name) for name in request.args}
+    fields = {name: _typed(name, value) for name, value in texts.items() if value != ""}
     if fields.get("arch", "mlp") == "mlp":
         fields.setdefault("dataset", "random")
     try:

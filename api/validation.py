@@ -3,6 +3,7 @@
 import base64
 import binascii
 import json
+import math
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -15,12 +16,78 @@ from api.errors import ApiError
 from shared.spec import ExperimentSpec, SpecError
 
 
+# The deepest nesting of arrays and objects a body may have. A sweep needs 4 (body, grid,
+# list, clipping object); anything deeper is no request of this API, and values nested a
+# thousand deep would reach Python's recursion limit wherever they are encoded again.
+MAX_NESTING = 32
+# The most problems one 422 lists: a body of a hundred thousand unknown fields gets the
+# first few and a count, not an answer larger than the request.
+MAX_DETAILS = 20
+# An experiment or sweep id: the hex of a uuid4, as the API makes them.
+ID_PATTERN = re.compile(r"[0-9a-f]{32}")
+ID_ARGUMENTS = {"experiment_id": "experiment", "sweep_id": "sweep"}
+
+
 class NonFiniteLiteral(ValueError):
     """NaN, Infinity and -Infinity: Python's json accepts them, JSON (RFC 8259) does not."""
 
 
 def _reject_constant(name: str) -> Any:
     raise NonFiniteLiteral(f"{name} is not a JSON value")
+
+
+def _finite_float(text: str) -> float:
+    """A JSON number as a float; one beyond a double's range (1e400) would read as infinity."""
+    number = float(text)
+    if not math.isfinite(number):
+        raise NonFiniteLiteral(f"the number {text[:40]} is out of range")
+    return number
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose names are unique: of {"depth": 2, "depth": 0} neither is taken silently."""
+    seen: set[str] = set()
+    for name, _ in pairs:
+        if name in seen:
+            raise ValueError(f"the name {name[:80]!r} appears twice in one object")
+        seen.add(name)
+    return dict(pairs)
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    """Whether arrays and objects nest more than `limit` deep (without recursion, whatever the depth)."""
+    level = [value]
+    for _ in range(limit):
+        level = [
+            item
+            for container in level
+            for item in (container.values() if isinstance(container, dict) else container)
+            if isinstance(item, (dict, list))
+        ]
+        if not level:
+            return False
+    return True
+
+
+def parse_json(raw: bytes) -> Any:
+    """The JSON value of a body, or the 400 that says why it is none: strict RFC 8259 (no NaN or
+    Infinity, no number beyond a double, no name twice in an object), UTF-8, at most MAX_NESTING deep."""
+    try:
+        value = json.loads(
+            raw.decode("utf-8"),
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+            object_pairs_hook=_unique_keys,
+        )
+    except UnicodeDecodeError:  # before ValueError, of which it is one
+        raise ApiError(400, "the request body is not UTF-8 text") from None
+    except RecursionError:
+        raise ApiError(400, "the request body is not valid JSON: nested too deeply") from None
+    except ValueError as error:  # JSONDecodeError, NaN literals, integers of thousands of digits
+        raise ApiError(400, f"the request body is not valid JSON: {error}") from None
+    if isinstance(value, (dict, list)) and _too_deep(value, MAX_NESTING):
+        raise ApiError(400, f"the request body nests arrays and objects more than {MAX_NESTING} deep")
+    return value
 
 
 def json_body() -> Any:
@@ -33,14 +100,7 @@ def json_body() -> Any:
     limit = request.max_content_length
     if request.content_length is None and limit is not None and len(raw) >= limit:
         raise RequestEntityTooLarge()
-    try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except UnicodeDecodeError:  # before ValueError, of which it is one
-        raise ApiError(400, "the request body is not UTF-8 text") from None
-    except RecursionError:
-        raise ApiError(400, "the request body is not valid JSON: nested too deeply") from None
-    except ValueError as error:  # JSONDecodeError, NaN literals, integers of thousands of digits
-        raise ApiError(400, f"the request body is not valid JSON: {error}") from None
+    return parse_json(raw)
 
 
 def validation_failed(details: list[dict[str, Any]]) -> ApiError:
@@ -50,7 +110,7 @@ def validation_failed(details: list[dict[str, Any]]) -> ApiError:
     message = f"{where}: {first['msg']}" if where else first["msg"]
     if len(details) > 1:
         message += f" (and {len(details) - 1} more)"
-    return ApiError(422, message, details)
+    return ApiError(422, message, details[:MAX_DETAILS])
 
 
 def error_details(error: ValidationError) -> list[dict[str, Any]]:
@@ -80,14 +140,30 @@ def _json_type(value: Any) -> str:
     return names.get(type(value), "a number")
 
 
+def check_ids(endpoint: str | None, values: dict[str, Any] | None) -> None:
+    """404 for an experiment or sweep id that the API cannot have made, before any Redis round trip."""
+    for name, noun in ID_ARGUMENTS.items():
+        value = (values or {}).get(name)
+        if value is not None and not ID_PATTERN.fullmatch(value):
+            raise ApiError(404, f"no {noun} {value[:100]}")
+
+
 def query_error(name: str, message: str) -> ApiError:
     """A 422 about one query parameter."""
     return validation_failed([{"loc": ["query", name], "msg": message}])
 
 
+def query_value(name: str) -> str | None:
+    """The one value of a query parameter; a 422 when it is given twice, as ?limit=5&limit=500."""
+    values = request.args.getlist(name)
+    if len(values) > 1:
+        raise query_error(name, f"given {len(values)} times; give it once")
+    return values[0] if values else None
+
+
 def query_choice(name: str, choices: Sequence[str], default: str | None = None) -> str | None:
     """A query parameter that must be one of `choices`."""
-    value = request.args.get(name)
+    value = query_value(name)
     if value is None or value == "":
         return default
     if value not in choices:
@@ -97,7 +173,7 @@ def query_choice(name: str, choices: Sequence[str], default: str | None = None) 
 
 def query_int(name: str, low: int, high: int, default: int) -> int:
     """An integer query parameter within [low, high]."""
-    value = request.args.get(name)
+    value = query_value(name)
     if value is None or value == "":
         return default
     if not re.fullmatch(r"[+-]?\d{1,9}", value) or not low <= int(value) <= high:
@@ -107,7 +183,7 @@ def query_int(name: str, low: int, high: int, default: int) -> int:
 
 def query_list(name: str, choices: Sequence[str]) -> list[str] | None:
     """A comma-separated query parameter of names from `choices`; None when absent or empty."""
-    value = request.args.get(name, "")
+    value = query_value(name) or ""
     names = [part.strip() for part in value.split(",") if part.strip()]
     unknown = [part for part in names if part not in choices]
     if unknown:
@@ -126,7 +202,7 @@ def encode_cursor(seq: int) -> str:
 
 def query_cursor() -> int | None:
     """The sequence number that the `cursor` query parameter continues after."""
-    value = request.args.get("cursor")
+    value = query_value("cursor")
     if value is None or value == "":
         return None
     try:
