@@ -1,7 +1,5 @@
 """Request input (the JSON body, the query string) turned into checked values, or the ApiError that says why."""
 
-import base64
-import binascii
 import json
 import math
 import re
@@ -26,6 +24,9 @@ MAX_DETAILS = 20
 # An experiment or sweep id: the hex of a uuid4, as the API makes them.
 ID_PATTERN = re.compile(r"[0-9a-f]{32}")
 ID_ARGUMENTS = {"experiment_id": "experiment", "sweep_id": "sweep"}
+# Numbers in a query string are spelled as in JSON: no "+5", no "1_000", no Unicode digits, no spaces.
+INTEGER = re.compile(r"-?(0|[1-9][0-9]{0,17})")
+NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
 
 
 class NonFiniteLiteral(ValueError):
@@ -36,12 +37,17 @@ def _reject_constant(name: str) -> Any:
     raise NonFiniteLiteral(f"{name} is not a JSON value")
 
 
-def _finite_float(text: str) -> float:
-    """A JSON number as a float; one beyond a double's range (1e400) would read as infinity."""
+def _number(text: str) -> float | int:
+    """A JSON number with a fraction or an exponent: an int where it is whole (8.0, 1e2), else a float.
+
+    JSON and JSON Schema do not tell 8.0 from 8 (the OpenAPI document's integers take both, and
+    a client's 16 / 2 is 8.0), so neither does the API; 8.5 is no integer. A number beyond a
+    double's range (1e400) would read as infinity: it is refused.
+    """
     number = float(text)
     if not math.isfinite(number):
         raise NonFiniteLiteral(f"the number {text[:40]} is out of range")
-    return number
+    return int(number) if number.is_integer() else number
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -76,7 +82,7 @@ def parse_json(raw: bytes) -> Any:
         value = json.loads(
             raw.decode("utf-8"),
             parse_constant=_reject_constant,
-            parse_float=_finite_float,
+            parse_float=_number,
             object_pairs_hook=_unique_keys,
         )
     except UnicodeDecodeError:  # before ValueError, of which it is one
@@ -114,14 +120,15 @@ def validation_failed(details: list[dict[str, Any]]) -> ApiError:
 
 
 def error_details(error: ValidationError) -> list[dict[str, Any]]:
-    """Pydantic's errors as API.md's details; a SpecError of the spec's own checks names its field."""
+    """Pydantic's errors as API.md's details, each with its `type` (pydantic's, or the spec rule's);
+    a SpecError of the spec's own checks names its field."""
     details = []
     for item in error.errors(include_url=False):
         cause = item.get("ctx", {}).get("error")
         if isinstance(cause, SpecError):
-            details.append({"loc": [cause.loc], "msg": str(cause)})
+            details.append({"loc": [cause.loc], "msg": str(cause), "type": cause.kind})
         else:
-            details.append({"loc": list(item["loc"]), "msg": item["msg"]})
+            details.append({"loc": list(item["loc"]), "msg": item["msg"], "type": item["type"]})
     return details
 
 
@@ -176,7 +183,7 @@ def query_int(name: str, low: int, high: int, default: int) -> int:
     value = query_value(name)
     if value is None or value == "":
         return default
-    if not re.fullmatch(r"[+-]?\d{1,9}", value) or not low <= int(value) <= high:
+    if not INTEGER.fullmatch(value) or not low <= int(value) <= high:
         raise query_error(name, f"must be an integer from {low} to {high}, not {value!r}")
     return int(value)
 
@@ -191,13 +198,13 @@ def query_list(name: str, choices: Sequence[str]) -> list[str] | None:
     return list(dict.fromkeys(names)) or None
 
 
-# A cursor is opaque to clients: the base64 of the last sequence number they saw.
-_CURSOR = re.compile(r"seq:(\d{1,18})")
+# A cursor is opaque to clients: the last sequence number they saw, in decimal. Empty is no cursor.
+CURSOR_PATTERN = "^([0-9]{1,18})?$"
 
 
 def encode_cursor(seq: int) -> str:
     """The `next_cursor` that continues a listing after the experiment with this sequence number."""
-    return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode().rstrip("=")
+    return str(seq)
 
 
 def query_cursor() -> int | None:
@@ -205,11 +212,6 @@ def query_cursor() -> int | None:
     value = query_value("cursor")
     if value is None or value == "":
         return None
-    try:
-        decoded = base64.b64decode(value + "=" * (-len(value) % 4), altchars=b"-_", validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        decoded = ""
-    match = _CURSOR.fullmatch(decoded)
-    if not match:
+    if not re.fullmatch(CURSOR_PATTERN, value):
         raise query_error("cursor", "not a cursor of this API: pass next_cursor of the previous page as is")
-    return int(match.group(1))
+    return int(value)
