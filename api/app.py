@@ -5,7 +5,7 @@ from typing import Any
 
 from flask import Flask
 
-from api import errors, experiments, health, resources, sweeps, theory, validation, workers
+from api import errors, experiments, health, openapi, resources, sweeps, theory, validation, workers
 from shared.settings import Settings
 
 # Where `gradtrace api` looks when REDIS_URL is unset: a Redis on this host.
@@ -43,4 +43,5 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(sweeps.bp)
     app.register_blueprint(workers.bp)
     app.register_blueprint(theory.bp)
+    app.register_blueprint(openapi.bp)
     return app
