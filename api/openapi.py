@@ -126,7 +126,7 @@ def page_parameters(default: int, maximum: int) -> list[dict[str, Any]]:
     return [
         query("limit", {"type": "integer", "minimum": 1, "maximum": maximum, "default": default}, "page size"),
         query("cursor", {"type": "string", "pattern": CURSOR_PATTERN},
-              "next_cursor of the previous page, as is; empty or left out: the first page"),
+              "next_cursor of the previous page, as is; left out: the first page"),
     ]
 
 
@@ -178,7 +178,7 @@ def paths(components: dict[str, Any]) -> dict[str, Any]:
             "get": {
                 "operationId": "listExperiments", "summary": "Experiments, newest first",
                 "parameters": [
-                    query("status", {"type": "string", "enum": [*STATUSES, ""]}, "only this status; empty: all"),
+                    query("status", {"type": "string", "enum": list(STATUSES)}, "only this status; left out: all"),
                     *page_parameters(EXPERIMENTS_LIMIT, MAX_LIMIT),
                 ],
                 "responses": responses({200: answer("a page of experiments", "ExperimentPage")}, (422, 503) + GUARDED),
@@ -207,9 +207,10 @@ def paths(components: dict[str, Any]) -> dict[str, Any]:
             "get": {
                 "operationId": "getTraces", "summary": "What has been traced so far",
                 "parameters": [
-                    query("metrics", {"type": "array", "items": {"type": "string", "enum": [*METRICS, *ALWAYS]}},
-                          "comma-separated metrics; left out or empty: all", style="form", explode=False),
-                    query("format", {"type": "string", "enum": [*FORMATS, ""]}, "json (default), npz or csv"),
+                    query("metrics", {"type": "array", "minItems": 1,
+                                      "items": {"type": "string", "enum": [*METRICS, *ALWAYS]}},
+                          "comma-separated metrics; left out: all", style="form", explode=False),
+                    query("format", {"type": "string", "enum": list(FORMATS)}, "json (default), npz or csv"),
                 ],
                 "responses": responses({200: {
                     "description": "the traces: JSON, or a download (npz, csv) that keeps NaN and infinities",

@@ -51,7 +51,7 @@ def theory_spec() -> ExperimentSpec:
     if unknown:
         raise query_error(unknown[0], f"unknown parameter; known: {', '.join(PARAMETERS)}")
     texts = {name: query_value(name) for name in request.args}
-    fields = {name: _typed(name, value) for name, value in texts.items() if value != ""}
+    fields = {name: _typed(name, value) for name, value in texts.items()}
     if fields.get("arch", "mlp") == "mlp":
         fields.setdefault("dataset", "random")
     try:

@@ -161,17 +161,20 @@ def query_error(name: str, message: str) -> ApiError:
 
 
 def query_value(name: str) -> str | None:
-    """The one value of a query parameter; a 422 when it is given twice, as ?limit=5&limit=500."""
+    """The one value of a query parameter; a 422 when it is given twice, as ?limit=5&limit=500, or
+    given empty (?limit=): no parameter has an empty value, and a default is had by leaving it out."""
     values = request.args.getlist(name)
     if len(values) > 1:
         raise query_error(name, f"given {len(values)} times; give it once")
+    if values == [""]:
+        raise query_error(name, "empty; leave the parameter out for its default")
     return values[0] if values else None
 
 
 def query_choice(name: str, choices: Sequence[str], default: str | None = None) -> str | None:
     """A query parameter that must be one of `choices`."""
     value = query_value(name)
-    if value is None or value == "":
+    if value is None:
         return default
     if value not in choices:
         raise query_error(name, f"must be one of {', '.join(choices)}, not {value!r}")
@@ -181,7 +184,7 @@ def query_choice(name: str, choices: Sequence[str], default: str | None = None) 
 def query_int(name: str, low: int, high: int, default: int) -> int:
     """An integer query parameter within [low, high]."""
     value = query_value(name)
-    if value is None or value == "":
+    if value is None:
         return default
     if not INTEGER.fullmatch(value) or not low <= int(value) <= high:
         raise query_error(name, f"must be an integer from {low} to {high}, not {value!r}")
@@ -189,17 +192,19 @@ def query_int(name: str, low: int, high: int, default: int) -> int:
 
 
 def query_list(name: str, choices: Sequence[str]) -> list[str] | None:
-    """A comma-separated query parameter of names from `choices`; None when absent or empty."""
-    value = query_value(name) or ""
-    names = [part.strip() for part in value.split(",") if part.strip()]
+    """A comma-separated query parameter of names from `choices` (each once kept); None when absent."""
+    value = query_value(name)
+    if value is None:
+        return None
+    names = [part.strip() for part in value.split(",")]
     unknown = [part for part in names if part not in choices]
     if unknown:
         raise query_error(name, f"unknown {', '.join(map(repr, unknown))}; known: {', '.join(choices)}")
-    return list(dict.fromkeys(names)) or None
+    return list(dict.fromkeys(names))
 
 
-# A cursor is opaque to clients: the last sequence number they saw, in decimal. Empty is no cursor.
-CURSOR_PATTERN = "^([0-9]{1,18})?$"
+# A cursor is opaque to clients: the last sequence number they saw, in decimal.
+CURSOR_PATTERN = "^[0-9]{1,18}$"
 
 
 def encode_cursor(seq: int) -> str:
@@ -210,7 +215,7 @@ def encode_cursor(seq: int) -> str:
 def query_cursor() -> int | None:
     """The sequence number that the `cursor` query parameter continues after."""
     value = query_value("cursor")
-    if value is None or value == "":
+    if value is None:
         return None
     if not re.fullmatch(CURSOR_PATTERN, value):
         raise query_error("cursor", "not a cursor of this API: pass next_cursor of the previous page as is")

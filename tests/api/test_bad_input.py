@@ -196,7 +196,8 @@ def query_rows() -> list[Bad]:
         "limit 1.5": {"limit": "1.5"}, "limit +5": {"limit": "+5"}, "limit Arabic digit": {"limit": "\u0663"},
         "limit 10**30": {"limit": "1" + "0" * 30}, "limit twice": [("limit", "5"), ("limit", "6")],
         "cursor text": {"cursor": "abc"}, "cursor negative": {"cursor": "-5"}, "cursor 19 digits": {"cursor": "1" * 19},
-        "cursor of 10,000": {"cursor": "x" * 10_000},
+        "cursor of 10,000": {"cursor": "x" * 10_000}, "limit empty": {"limit": ""}, "status empty": {"status": ""},
+        "cursor empty": {"cursor": ""},
     }
     rows = [Bad(f"experiments {name}", "get", EXP, 422, query=query) for name, query in lists.items()]
     rows += [Bad(f"sweeps {name}", "get", SWEEPS, 422, query=query)
@@ -205,7 +206,8 @@ def query_rows() -> list[Bad]:
     traces = {
         "metrics unknown": {"metrics": "nope"}, "metrics one unknown": {"metrics": "grad_norm,bogus"},
         "format xml": {"format": "xml"}, "format JSON": {"format": "JSON"},
-        "format twice": [("format", "json"), ("format", "csv")],
+        "format twice": [("format", "json"), ("format", "csv")], "metrics empty": {"metrics": ""},
+        "metrics an empty name": {"metrics": "loss,,grad_norm"}, "format empty": {"format": ""},
     }
     rows += [Bad(f"traces {name}", "get", EXP + "/{exp}/traces", 422, query=query) for name, query in traces.items()]
     theory = {
@@ -220,6 +222,7 @@ def query_rows() -> list[Bad]:
         "arch unknown": {"arch": "transformer"}, "arch cnn, dataset spirals": {"arch": "cnn", "dataset": "spirals"},
         "arch rnn, norm batchnorm": {"arch": "rnn", "norm": "batchnorm"},
         "unknown parameter": {"steps": 10}, "unknown parameter, NUL": {"\x00": 1},
+        "activation empty": {"activation": ""}, "depth empty": {"depth": ""},
     }
     rows += [Bad(f"theory {name}", "get", THEORY, 422, query=query) for name, query in theory.items()]
     return rows
