@@ -99,7 +99,11 @@ def parse_json(raw: bytes) -> Any:
 def json_body() -> Any:
     """The request's JSON value: 415 unless it says JSON, 413 over the limit, 400 unless it is JSON."""
     if request.mimetype != "application/json":
-        raise ApiError(415, f"Content-Type must be application/json, not {request.mimetype or 'none'}")
+        raise ApiError(415, f"Content-Type must be application/json, not {request.mimetype[:100] or 'none'}")
+    # A compressed body would be read as the bytes it is and refused as not JSON: say why instead.
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise ApiError(415, f"Content-Encoding {encoding[:40]!r} is not supported: send the JSON uncompressed")
     raw = request.get_data(cache=False)  # Werkzeug raises the 413 of a Content-Length over the limit
     # A chunked body has no Content-Length, and Werkzeug stops reading it at the limit without
     # a word: one that reaches the limit is taken to be over it, not parsed truncated.

@@ -143,6 +143,8 @@ def body_rows(path: str) -> list[Bad]:
         Bad("application/jsonx", "post", path, 415, json={}, content_type="application/jsonx"),
         Bad("no Content-Type", "post", path, 415, json={}, content_type=None),
         Bad("no body, no Content-Type", "post", path, 415, content_type=None),
+        Bad("Content-Encoding gzip", "post", path, 415, json={}, headers={"Content-Encoding": "gzip"}),
+        Bad("Content-Type of 10,000 characters", "post", path, 415, json={}, content_type="x/" + "y" * 10_000),
         Bad("over the limit", "post", path, 413, raw=b'{"name": "' + b"x" * LIMIT_BYTES + b'"}'),
         Bad("over the limit, chunked", "post", path, 413, raw=b'{"name": "' + b"x" * LIMIT_BYTES + b'"}',
             chunked=True),
