@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from flask import request
+from gunicorn.http.errors import ParseException
 from pydantic import ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -104,7 +105,11 @@ def json_body() -> Any:
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
         raise ApiError(415, f"Content-Encoding {encoding[:40]!r} is not supported: send the JSON uncompressed")
-    raw = request.get_data(cache=False)  # Werkzeug raises the 413 of a Content-Length over the limit
+    try:
+        raw = request.get_data(cache=False)  # Werkzeug raises the 413 of a Content-Length over the limit
+    except (ParseException, OSError) as error:
+        # gunicorn reads a chunked body as the view asks for it: a bad chunk is found here.
+        raise ApiError(400, f"the request body could not be read: {str(error)[:100] or type(error).__name__}") from None
     # A chunked body has no Content-Length, and Werkzeug stops reading it at the limit without
     # a word: one that reaches the limit is taken to be over it, not parsed truncated.
     limit = request.max_content_length
