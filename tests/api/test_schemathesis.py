@@ -70,9 +70,8 @@ def test_stateful(redis_client):
             # Each chain starts from an empty database, so that replaying one (to shrink it) sends the same calls.
             redis_client.flushdb()
 
-    machine = Machine
     before = CALLS.copy()
-    machine.run(settings=settings(
+    Machine.run(settings=settings(
         max_examples=EXAMPLES, stateful_step_count=STATEFUL_STEPS, derandomize=True, deadline=None,
         database=None, suppress_health_check=list(HealthCheck),
     ))
