@@ -5,7 +5,7 @@ from typing import Any
 
 from flask import Flask
 
-from api import auth, errors, experiments, health, resources, sweeps, theory, workers
+from api import auth, errors, experiments, health, openapi, resources, sweeps, theory, validation, workers
 from shared.settings import Settings
 
 # Where `gradtrace api` looks when REDIS_URL is unset: a Redis on this host.
@@ -40,6 +40,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_BODY_BYTES"]
     # Keep the field order of API.md in answers rather than sorting keys.
     app.json.sort_keys = False
+    # A path with `//` is an unknown route (a JSON 404), not an HTML redirect to another.
+    app.url_map.merge_slashes = False
+    app.url_value_preprocessor(validation.check_ids)
 
     errors.register(app)
     resources.init_app(app)
@@ -49,4 +52,5 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(sweeps.bp)
     app.register_blueprint(workers.bp)
     app.register_blueprint(theory.bp)
+    app.register_blueprint(openapi.bp)
     return app

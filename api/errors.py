@@ -78,19 +78,22 @@ def _message(error: HTTPException) -> str:
     if isinstance(error, RequestEntityTooLarge):
         return f"the request body is larger than the limit of {current_app.config['MAX_CONTENT_LENGTH']} bytes"
     if isinstance(error, MethodNotAllowed) and error.valid_methods:
-        return f"{request.method} is not allowed on {request.path}; allowed: {', '.join(error.valid_methods)}"
+        return f"{request.method} is not allowed on {request.path}; allowed: {', '.join(sorted(error.valid_methods))}"
     return error.description or error.name
 
 
 def handle_http_exception(error: HTTPException) -> Response:
-    """Render any HTTPException as JSON, keeping its headers (405's Allow, for one)."""
+    """Render any HTTPException as JSON, keeping its headers (405's Allow, for one).
+
+    Werkzeug's own page is never built: it would put the message, which may quote the
+    client's input (a lone surrogate, say), into HTML and encode it.
+    """
     status = error.code or 500
     code = getattr(error, "error_code", None) or CODES.get(status) or error.name.lower().replace(" ", "_")
     body = error_body(code, _message(error), getattr(error, "details", []))
-    response = error.get_response()
-    response.set_data(json.dumps(body))
-    response.content_type = "application/json"
-    return response
+    headers = [(name, value) for name, value in error.get_headers() if name.lower() != "content-type"]
+    # json.dumps escapes every non-ASCII character, so any string the client sent encodes.
+    return Response(json.dumps(body), status, headers, mimetype="application/json")
 
 
 def handle_not_found(error: ExperimentNotFound) -> Response:

@@ -27,11 +27,13 @@ WORKER_GRACE = 30.0
 # process to one): on 2 cores, 2 x 8 held up to 2.4x the requests per second of 1 x 8 (bench/api_load.py).
 API_PROCESSES = 2
 API_THREADS = 8
+# gthread, with its own error answers (a request line too long, a malformed header) as JSON.
+WORKER_CLASS = "api.gunicorn_worker.JsonErrorsWorker"
 
 
 def gunicorn_argv(host: str, port: int, processes: int = API_PROCESSES, *options: str) -> list[str]:
     """The command line that runs the API under gunicorn."""
-    return [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--worker-class", "gthread",
+    return [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--worker-class", WORKER_CLASS,
             "--workers", str(processes), "--threads", str(API_THREADS), *options, "api.app:create_app()"]
 
 

@@ -23,7 +23,7 @@ from api.validation import encode_cursor, error_details, json_body, query_cursor
 from shared.cache import ResultCache
 from shared.celery_app import RUN_TASK
 from shared.limits import LIMITS
-from shared.spec import ExperimentSpec
+from shared.spec import RULE_KINDS, ExperimentSpec
 from shared.sweeps import SweepInvalid, SweepNotFound, Sweeps, aggregate, check_grid, counts, expand, row, state
 
 bp = Blueprint("sweeps", __name__, url_prefix="/api/v1/sweeps")
@@ -61,12 +61,15 @@ def sweep_plan(body: Any) -> Plan:
     stray = [key for key in base if key not in SPEC_FIELDS]
     if stray:
         raise validation_failed([{"loc": ["base", key], "msg": "unknown spec field"} for key in stray])
-    if name is not None and (not isinstance(name, str) or len(name) > LIMITS.name_length):
+    if name is not None and not is_name(name):
         raise validation_failed([{"loc": ["name"], "msg": f"must be a string of at most {LIMITS.name_length} characters"}])
     try:
         grid = check_grid(body.get("grid"), SPEC_FIELDS)
     except SweepInvalid as error:
         raise validation_failed(error.details) from None
+    wrong = base_field_errors({field: value for field, value in base.items() if field in grid})
+    if wrong:
+        raise validation_failed([{**detail, "loc": ["base", *detail["loc"]]} for detail in wrong])
     every, points, failures = expand(grid), [], []
     for index, point in enumerate(every):
         try:
@@ -76,6 +79,28 @@ def sweep_plan(body: Any) -> Plan:
     if failures:
         raise invalid_points(failures, len(every), base, grid)
     return Plan(base=base, grid=grid, name=name, points=points)
+
+
+def base_field_errors(base: dict[str, Any]) -> list[dict[str, Any]]:
+    """Base values wrong in themselves (a type, a bound) that the grid replaces, so that no point shows
+    them: a bad base is a bad request all the same. The rules between fields apply to points only."""
+    try:
+        ExperimentSpec.model_validate(base)
+    except ValidationError as error:
+        return [detail for detail in error_details(error) if detail["type"] not in RULE_KINDS]
+    return []
+
+
+def is_name(value: Any) -> bool:
+    """A label as the spec's `name` takes it: a string of at most the limit's characters, all of them
+    Unicode (JSON's escapes can spell a lone surrogate, which no UTF-8 encodes)."""
+    if not isinstance(value, str) or len(value) > LIMITS.name_length:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def invalid_points(failures: list[tuple[int, dict, list[dict]]], total: int, base: dict, grid: dict) -> ApiError:
@@ -90,11 +115,12 @@ def invalid_points(failures: list[tuple[int, dict, list[dict]]], total: int, bas
         for detail in details:
             field = detail["loc"][0] if detail["loc"] else None
             if field in base and field not in grid and seen[(tuple(detail["loc"]), detail["msg"])] == total:
-                problem = {"loc": ["base", *detail["loc"]], "msg": detail["msg"]}
+                problem = {"loc": ["base", *detail["loc"]], "msg": detail["msg"], "type": detail["type"]}
                 if problem not in problems:
                     problems.append(problem)
             else:
-                problems.append({"loc": ["points", index, *detail["loc"]], "msg": detail["msg"], "point": point})
+                problems.append({"loc": ["points", index, *detail["loc"]], "msg": detail["msg"], "type": detail["type"],
+                                 "point": point})
     problems.sort(key=lambda problem: problem["loc"][0] != "base")  # stable: the base's first, then by point
     first = problems[0]
     message = f"{'.'.join(str(part) for part in first['loc'])}: {first['msg']}"

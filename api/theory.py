@@ -5,13 +5,12 @@ strings have been turned into the spec's types; the numbers come from shared.the
 """
 
 import math
-import re
 from typing import Any
 
 from flask import Blueprint, request
 from pydantic import ValidationError
 
-from api.validation import error_details, query_error, validation_failed
+from api.validation import INTEGER, NUMBER, error_details, query_error, query_value, validation_failed
 from shared.spec import ExperimentSpec
 from shared.theory import report
 
@@ -19,7 +18,8 @@ bp = Blueprint("theory", __name__, url_prefix="/api/v1/theory")
 
 INTEGERS = ("depth", "width")
 NUMBERS = ("init_std",)
-BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
+# Spelled as in JSON, as the OpenAPI document's boolean and number parameters are.
+BOOLEANS = {"true": True, "false": False}
 TEXTS = ("arch", "activation", "init", "dataset", "norm")
 PARAMETERS = (*INTEGERS, *NUMBERS, "residual", *TEXTS)
 # What the spec needs besides the network and has no bearing on the prediction: the
@@ -30,21 +30,18 @@ NO_TRAINING = {"steps": 1, "batch_size": 2}
 def _typed(name: str, value: str) -> Any:
     """A query string as the spec field's type; a 422 naming the parameter where it is not one."""
     if name in INTEGERS:
-        if not re.fullmatch(r"[+-]?\d{1,9}", value):
-            raise query_error(name, f"must be an integer, not {value!r}")
+        if not INTEGER.fullmatch(value):
+            raise query_error(name, f"must be an integer, not {value[:100]!r}")
         return int(value)
     if name in NUMBERS:
-        try:
-            number = float(value)
-        except ValueError:
-            number = math.nan
+        number = float(value) if NUMBER.fullmatch(value) else math.nan
         if not math.isfinite(number):
-            raise query_error(name, f"must be a finite number, not {value!r}")
+            raise query_error(name, f"must be a finite number, not {value[:100]!r}")
         return number
     if name == "residual":
-        if value.lower() not in BOOLEANS:
-            raise query_error(name, f"must be true or false, not {value!r}")
-        return BOOLEANS[value.lower()]
+        if value not in BOOLEANS:
+            raise query_error(name, f"must be true or false, not {value[:100]!r}")
+        return BOOLEANS[value]
     return value
 
 
@@ -53,7 +50,8 @@ def theory_spec() -> ExperimentSpec:
     unknown = [name for name in request.args if name not in PARAMETERS]
     if unknown:
         raise query_error(unknown[0], f"unknown parameter; known: {', '.join(PARAMETERS)}")
-    fields = {name: _typed(name, value) for name, value in request.args.items() if value != ""}
+    texts = {name: query_value(name) for name in request.args}
+    fields = {name: _typed(name, value) for name, value in texts.items()}
     if fields.get("arch", "mlp") == "mlp":
         fields.setdefault("dataset", "random")
     try:

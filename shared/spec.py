@@ -58,12 +58,18 @@ REGRESSION_DATASETS = ("adding",)
 CELL_GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 
 
-class SpecError(ValueError):
-    """A spec error that names the field it is about, for the error's `loc`."""
+# The kinds of SpecError: rules between fields, beyond any one field's bounds.
+RULE_KINDS = ("combination", "cost_limit", "trace_limit")
 
-    def __init__(self, loc: str, message: str):
+
+class SpecError(ValueError):
+    """A spec error that names the field it is about, for the error's `loc`, and the rule it broke
+    (`combination` of fields, `cost_limit`, `trace_limit`): rules that no field's own bounds state."""
+
+    def __init__(self, loc: str, message: str, kind: str = "combination"):
         super().__init__(message)
         self.loc = loc
+        self.kind = kind
 
 
 def _alias(field: str):
@@ -84,10 +90,47 @@ class Clipping(BaseModel):
     threshold: PositiveFloat
 
 
+def spec_json_schema(schema: dict) -> None:
+    """The spec's JSON Schema (for /openapi.json) told what pydantic's cannot see: the aliases,
+    `dataset: null` for the arch's default, and the rules between fields that `_check_combination`
+    enforces, as `if`/`then`. The cost and trace-size bounds are products of several fields,
+    which JSON Schema cannot state: the description and `x-limits` give them."""
+    fields = schema["properties"]
+    for field, aliases in ALIASES.items():
+        fields[field]["enum"] = [*fields[field]["enum"], *aliases]
+    datasets = fields.pop("dataset")
+    fields["dataset"] = {
+        "anyOf": [{"type": "string", "enum": datasets["enum"]}, {"type": "null"}],
+        "default": None,
+        "description": "null or left out: the arch's default, "
+                       + ", ".join(f"{dataset} ({arch})" for arch, dataset in DEFAULT_DATASET.items()),
+    }
+    schema["allOf"] = [
+        *(_when({"arch": {"const": arch}}, ["arch"], {"dataset": {"enum": [*DATASETS_BY_ARCH[arch], None]}})
+          for arch in SUPPORTED_ARCHS if arch != "mlp"),
+        # No arch, or arch mlp.
+        {"if": {"required": ["arch"], "properties": {"arch": {"enum": [arch for arch in SUPPORTED_ARCHS if arch != "mlp"]}}},
+         "else": {"properties": {"dataset": {"enum": [*DATASETS_BY_ARCH["mlp"], None]}}}},
+        _when({"arch": {"const": "rnn"}}, ["arch"], {"norm": {"const": "none"}, "residual": {"const": False}}),
+        _when({"norm": {"const": "batchnorm"}}, ["norm"], {"batch_size": {"minimum": 2}}),
+    ]
+    schema["x-limits"] = {"cost": LIMITS.cost, "trace_values": LIMITS.trace_values}
+    schema["description"] = (
+        "What to train and how. Every field is optional; unknown fields are refused. Beyond each "
+        f"field's bounds: the cost (forward multiply-accumulates x batch_size x steps) must be at most "
+        f"{LIMITS.cost:.3g}, and the traced values (traced rows x (depth + 1) x 8, plus seq_len per row "
+        f"for rnn) at most {LIMITS.trace_values:,}; the README gives the cost of each arch."
+    )
+
+
+def _when(condition: dict, required: list[str], then: dict) -> dict:
+    return {"if": {"required": required, "properties": condition}, "then": {"properties": then}}
+
+
 class ExperimentSpec(BaseModel):
     """What to train and how; frozen so that a spec, once validated, is what runs."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, json_schema_extra=spec_json_schema)
 
     arch: Arch = "mlp"
     depth: int = Field(8, ge=1, le=LIMITS.depth)
@@ -118,7 +161,7 @@ class ExperimentSpec(BaseModel):
         # The dataset's default depends on the arch, so it is filled in here.
         if isinstance(data, dict) and data.get("dataset") is None:
             arch = data.get("arch", "mlp")
-            if arch in DEFAULT_DATASET:
+            if isinstance(arch, str) and arch in DEFAULT_DATASET:  # not a list or object: the arch's own check says so
                 data = {**data, "dataset": DEFAULT_DATASET[arch]}
         return data
 
@@ -146,14 +189,16 @@ class ExperimentSpec(BaseModel):
             raise SpecError(
                 "cost",
                 f"cost {over:.3g} multiply-accumulates is over the limit of {LIMITS.cost:.3g}: "
-                "lower depth, width, batch_size or steps"
+                "lower depth, width, batch_size or steps",
+                kind="cost_limit",
             )
         values = trace_values(self)
         if values > LIMITS.trace_values:
             raise SpecError(
                 "trace_every",
                 f"trace of {values:,} values is over the limit of {LIMITS.trace_values:,}: "
-                "raise trace_every or lower steps or depth"
+                "raise trace_every or lower steps or depth",
+                kind="trace_limit",
             )
         return self
 

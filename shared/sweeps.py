@@ -72,7 +72,8 @@ def check_grid(grid: Any, spec_fields: set[str]) -> dict[str, list]:
     if size > MAX_POINTS:
         shape = " x ".join(str(len(values)) for values in grid.values())
         count = f"{shape} = {size:,} points" if len(grid) > 1 else f"{size:,} points"
-        raise SweepInvalid([{"loc": ["grid"], "msg": f"{count} is over the limit of {MAX_POINTS:,} per sweep"}])
+        raise SweepInvalid([{"loc": ["grid"], "msg": f"{count} is over the limit of {MAX_POINTS:,} per sweep",
+                             "type": "grid_size"}])
     return grid
 
 

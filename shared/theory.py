@@ -254,8 +254,9 @@ def _fixed_point(activation: str, scales: Scales, s2: float) -> tuple[float, flo
     chi_star = scales.sigma_w2 * expectations(activation, s2, scales.bias_bound)[1]
     q_star = 0.0 if q <= Q_TINY else math.inf if q >= Q_HUGE else q
     depth_scale_q = None
-    if settled or q_star == 0:
-        step = 1e-4 * s2
+    step = 1e-4 * s2
+    # No slope to take where the weights' variance underflows to 0 (init_std 1e-300): step is 0.
+    if (settled or q_star == 0) and step > 0:
         slope = (q_map(s2 + step) - q_map(s2 - step)) / (2 * step)
         if 0 < slope < 1 - 1e-9:
             depth_scale_q = -1 / math.log(slope)

@@ -97,7 +97,7 @@ TOO_MANY_TRACE_VALUES = {"depth": LIMITS.depth, "width": 1, "batch_size": 1, "st
         ({"depth": 0}, ["depth"], "greater than or equal to 1"),
         ({"depth": LIMITS.depth + 1}, ["depth"], str(LIMITS.depth)),
         ({"depth": "8"}, ["depth"], "integer"),
-        ({"depth": 8.0}, ["depth"], "integer"),
+        ({"depth": 8.5}, ["depth"], "integer"),
         ({"depth": True}, ["depth"], "integer"),
         ({"width": 0}, ["width"], "1"),
         ({"width": LIMITS.width + 1}, ["width"], str(LIMITS.width)),

@@ -306,7 +306,7 @@ def test_a_base_value_that_fails_with_one_point_only_names_that_point(client):
     response = client.post(URL, json={"base": {**SMALL, "batch_size": 1}, "grid": {"norm": ["none", "batchnorm"]}})
     error = assert_422(response, ["points", 1, "batch_size"], "1 of 2 points are invalid")
     assert error["details"] == [{"loc": ["points", 1, "batch_size"], "msg": error["details"][0]["msg"],
-                                 "point": {"norm": "batchnorm"}}]
+                                 "type": "combination", "point": {"norm": "batchnorm"}}]
     assert "batchnorm" in error["details"][0]["msg"]
 
 
