@@ -5,7 +5,7 @@ from typing import Any
 
 from flask import Flask
 
-from api import auth, errors, experiments, health, resources, sweeps, theory, workers
+from api import auth, errors, experiments, health, metrics, resources, sweeps, theory, workers
 from shared.settings import Settings
 
 # Where `gradtrace api` looks when REDIS_URL is unset: a Redis on this host.
@@ -24,6 +24,7 @@ def settings_config(settings: Settings) -> dict[str, Any]:
         "RATE_BURST": settings.rate_burst,
         "MAX_QUEUED": settings.max_queued,
         "RETENTION_SECONDS": settings.retention_seconds,
+        "METRICS_TOKEN": settings.metrics_token,
     }
 
 
@@ -49,4 +50,5 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(sweeps.bp)
     app.register_blueprint(workers.bp)
     app.register_blueprint(theory.bp)
+    app.register_blueprint(metrics.bp)
     return app
