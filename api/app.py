@@ -5,7 +5,7 @@ from typing import Any
 
 from flask import Flask
 
-from api import auth, errors, experiments, health, metrics, resources, sweeps, theory, workers
+from api import auth, errors, experiments, health, logs, metrics, resources, sweeps, theory, workers
 from shared.settings import Settings
 
 # Where `gradtrace api` looks when REDIS_URL is unset: a Redis on this host.
@@ -25,6 +25,7 @@ def settings_config(settings: Settings) -> dict[str, Any]:
         "MAX_QUEUED": settings.max_queued,
         "RETENTION_SECONDS": settings.retention_seconds,
         "METRICS_TOKEN": settings.metrics_token,
+        "LOG_FORMAT": settings.log_format,
     }
 
 
@@ -42,6 +43,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     # Keep the field order of API.md in answers rather than sorting keys.
     app.json.sort_keys = False
 
+    logs.init_app(app)
     errors.register(app)
     resources.init_app(app)
     auth.init_app(app)

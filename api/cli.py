@@ -36,6 +36,7 @@ def serve(host: str, port: int, workers: int, data_dir: Path | None) -> None:
     from api.serve import serve as run
 
     settings = Settings()
+    _check_log_format(settings)
     tokens = _tokens(settings, host)
     directory = (data_dir or settings.data_dir).expanduser()
     sys.exit(run(host, port, workers, directory, settings.redis_url, tokens[0] if tokens else None))
@@ -52,8 +53,19 @@ def api(host: str, port: int, processes: int) -> None:
     settings = Settings()
     if not settings.redis_url:
         raise click.UsageError("REDIS_URL is not set")
+    _check_log_format(settings)
     _tokens(settings, host)
     os.execv(sys.executable, gunicorn_argv(host, port, processes))
+
+
+def _check_log_format(settings: Settings) -> None:
+    """A GRADTRACE_LOG_FORMAT that is neither text nor json stops the command before anything starts."""
+    from shared.logs import check_format
+
+    try:
+        check_format(settings.log_format)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
 
 
 def _tokens(settings: Settings, host: str) -> list[str]:

@@ -32,7 +32,8 @@ API_THREADS = 8
 def gunicorn_argv(host: str, port: int, processes: int = API_PROCESSES, *options: str) -> list[str]:
     """The command line that runs the API under gunicorn."""
     return [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--worker-class", "gthread",
-            "--workers", str(processes), "--threads", str(API_THREADS), *options, "api.app:create_app()"]
+            "--workers", str(processes), "--threads", str(API_THREADS), "--logger-class", "api.logs.GunicornLogger",
+            *options, "api.app:create_app()"]
 
 
 def redis_server_binary() -> str:

@@ -48,7 +48,8 @@ def requeue_orphans(store: Store, celery: Celery) -> list[str]:
         if store.requeue(orphan["id"]):  # only while its lease stays lapsed
             _send(celery, orphan)
             sent.append(orphan["id"])
-            log.warning("experiment %s lost its worker; queued again", orphan["id"])
+            log.warning("experiment %s lost its worker; queued again", orphan["id"],
+                        extra={"experiment_id": orphan["id"]})
     return sent
 
 
@@ -65,7 +66,8 @@ def resend_lost(store: Store, celery: Celery, queued_grace: float) -> list[str]:
     lost = [found for found, record in zip(lost, records) if record and record["status"] == "queued"]
     for found in lost:
         _send(celery, found)
-        log.warning("experiment %s had no message in the broker; sent again", found["id"])
+        log.warning("experiment %s had no message in the broker; sent again", found["id"],
+                    extra={"experiment_id": found["id"]})
     store.mark_queued([found["id"] for found in lost])
     return [found["id"] for found in lost]
 
