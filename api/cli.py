@@ -137,10 +137,16 @@ def _json_object(file, name: str) -> dict:
     try:
         found = json.load(file)
     except ValueError as error:
-        raise click.ClickException(f"{name} {file.name} is not JSON: {error}") from None
+        _stop(f"{name} {file.name} is not JSON: {error}")
     if not isinstance(found, dict):
-        raise click.ClickException(f"{name} {file.name} must hold a JSON object, not {type(found).__name__}")
+        _stop(f"{name} {file.name} must hold a JSON object, not {type(found).__name__}")
     return found
+
+
+def _stop(message: str) -> None:
+    """A client command's failure that is not the API's: one line, as _fail writes them, and exit status 1."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
 
 
 def _progress_line(experiment: dict) -> str:
@@ -303,7 +309,7 @@ def export(experiment_id: str, fmt: str, output: Path | None, force: bool) -> No
             sys.stdout.buffer.flush()
             return
         if output.exists() and not force:
-            raise click.ClickException(f"{output} exists; --force replaces it")
+            _stop(f"{output} exists; --force replaces it")
         size = _write_file(output, chunks)
     except ApiError as exc:
         _fail(exc)
@@ -322,7 +328,7 @@ def _write_file(output: Path, chunks) -> int:
                 size += len(chunk)
         os.replace(partial, output)
     except OSError as error:
-        raise click.FileError(str(output), hint=error.strerror or str(error)) from None
+        _stop(f"cannot write {output}: {error.strerror or error}")
     finally:
         partial.unlink(missing_ok=True)
     return size

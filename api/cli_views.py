@@ -12,8 +12,9 @@ NAME_WIDTH = 14
 KIND_WIDTH = 9
 # Spec fields shown on the summary line of `show`, in this order.
 SPEC_LINE = ("arch", "depth", "width", "activation", "init", "norm", "optimizer", "lr", "steps")
-# Shown after them where they are set.
-SPEC_EXTRAS = ("clipping", "residual", "cell", "seq_len", "dataset", "seed")
+# Shown after them where they are set; the recurrent ones for arch rnn only.
+SPEC_EXTRAS = ("clipping", "residual", "dataset", "seed")
+RNN_FIELDS = ("cell", "seq_len")
 
 
 def _clip(text: str, width: int) -> str:
@@ -78,6 +79,7 @@ def summary_lines(experiment: dict[str, Any]) -> list[str]:
         lines.append(f"  name: {spec['name']}")
     shown = [field for field in SPEC_LINE if field in spec]
     shown += [field for field in SPEC_EXTRAS if spec.get(field) not in (None, False)]
+    shown += [field for field in RNN_FIELDS if spec.get("arch") == "rnn" and field in spec]
     fields = "  ".join(f"{field}={json.dumps(spec[field], separators=(',', ':'))}".replace('"', "") for field in shown)
     lines += textwrap.wrap(fields, WIDTH, initial_indent="  ", subsequent_indent="  ", break_on_hyphens=False)
     summary = experiment.get("summary") or {}
