@@ -300,7 +300,8 @@ def show(experiment_id: str, as_json: bool) -> None:
 @token_option
 def export(experiment_id: str, fmt: str, output: Path | None, force: bool) -> None:
     """Download the experiment's traces (what has been traced so far) as csv, npz or json."""
-    output = output or Path(f"{experiment_id}-traces.{fmt}")
+    # The default is a name in this directory, whatever the id holds ("../x" names no other place).
+    output = output or Path(Path(f"{experiment_id}-traces.{fmt}").name)
     chunks = _client().download(experiment_id, fmt)
     try:
         if str(output) == "-":
