@@ -149,7 +149,7 @@ def test_unknown_ids_and_bad_input_are_one_line_each(env, tmp_path):  # noqa: F8
 
 def test_unreachable_service_is_one_line(env):  # noqa: F811
     nowhere = {**env, "GRADTRACE_URL": f"http://127.0.0.1:{free_port()}"}
-    for command in (["status", "x"], ["show", "x"], ["export", "x", "-o", "-"], ["workers"], ["submit"]):
+    for command in (["show", "x"], ["export", "x", "-o", "-"], ["submit"]):
         one_clean_line(gradtrace(*command, env=nowhere), "cannot reach http://127.0.0.1:")
     one_clean_line(gradtrace("workers", env={**env, "GRADTRACE_URL": "localhost:8000"}), "localhost:8000")
     one_clean_line(gradtrace("workers", env={**env, "GRADTRACE_URL": "127.0.0.1"}), "127.0.0.1")
@@ -182,7 +182,7 @@ def guarded_url(tmp_path_factory) -> Iterator[str]:
 def test_401_and_503_are_one_line_each(guarded_url):
     base = {**os.environ, "GRADTRACE_URL": guarded_url}
     base.pop("GRADTRACE_TOKEN", None)
-    for command in (["status", "x"], ["show", "x"], ["workers"], ["export", "x", "-o", "-"]):
+    for command in (["show", "x"], ["workers"], ["export", "x", "-o", "-"]):
         one_clean_line(gradtrace(*command, env=base), "needs a token", "(401 unauthorized)")
         wrong = gradtrace(*command, "--token", "wrong", env=base)
         one_clean_line(wrong, "the token is not valid", "(401 unauthorized)")
