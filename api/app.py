@@ -5,7 +5,7 @@ from typing import Any
 
 from flask import Flask
 
-from api import auth, errors, experiments, health, openapi, resources, sweeps, theory, validation, workers
+from api import auth, errors, experiments, health, logs, metrics, openapi, resources, sweeps, theory, validation, workers
 from shared.settings import Settings
 
 # Where `gradtrace api` looks when REDIS_URL is unset: a Redis on this host.
@@ -24,6 +24,8 @@ def settings_config(settings: Settings) -> dict[str, Any]:
         "RATE_BURST": settings.rate_burst,
         "MAX_QUEUED": settings.max_queued,
         "RETENTION_SECONDS": settings.retention_seconds,
+        "METRICS_TOKEN": settings.metrics_token,
+        "LOG_FORMAT": settings.log_format,
     }
 
 
@@ -44,6 +46,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.url_map.merge_slashes = False
     app.url_value_preprocessor(validation.check_ids)
 
+    logs.init_app(app)
     errors.register(app)
     resources.init_app(app)
     auth.init_app(app)
@@ -53,4 +56,5 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(workers.bp)
     app.register_blueprint(theory.bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(metrics.bp)
     return app

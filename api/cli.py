@@ -1,4 +1,5 @@
-"""The `gradtrace` command: serve, api, worker, and the client commands submit, status, watch, sweep."""
+"""The `gradtrace` command: serve, api, worker, and the client commands submit, status, watch, show, export,
+sweep and workers, which go through api.client like any other Python program would."""
 
 import json
 import os
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from api import cli_views
 from api.client import ApiError, Client
 from shared.settings import Settings
 
@@ -34,6 +36,7 @@ def serve(host: str, port: int, workers: int, data_dir: Path | None) -> None:
     from api.serve import serve as run
 
     settings = Settings()
+    _check_log_format(settings)
     tokens = _tokens(settings, host)
     directory = (data_dir or settings.data_dir).expanduser()
     sys.exit(run(host, port, workers, directory, settings.redis_url, tokens[0] if tokens else None))
@@ -50,8 +53,19 @@ def api(host: str, port: int, processes: int) -> None:
     settings = Settings()
     if not settings.redis_url:
         raise click.UsageError("REDIS_URL is not set")
+    _check_log_format(settings)
     _tokens(settings, host)
     os.execv(sys.executable, gunicorn_argv(host, port, processes))
+
+
+def _check_log_format(settings: Settings) -> None:
+    """A GRADTRACE_LOG_FORMAT that is neither text nor json stops the command before anything starts."""
+    from shared.logs import check_format
+
+    try:
+        check_format(settings.log_format)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
 
 
 def _tokens(settings: Settings, host: str) -> list[str]:
@@ -118,6 +132,23 @@ def _spec_options(command):
     return command
 
 
+def _json_object(file, name: str) -> dict:
+    """A JSON object read from a file argument; one line and exit status 1 for anything else."""
+    try:
+        found = json.load(file)
+    except ValueError as error:
+        _stop(f"{name} {file.name} is not JSON: {error}")
+    if not isinstance(found, dict):
+        _stop(f"{name} {file.name} must hold a JSON object, not {type(found).__name__}")
+    return found
+
+
+def _stop(message: str) -> None:
+    """A client command's failure that is not the API's: one line, as _fail writes them, and exit status 1."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
 def _progress_line(experiment: dict) -> str:
     progress = experiment.get("progress") or {}
     step, steps = progress.get("step", 0), max(progress.get("steps", 1), 1)
@@ -159,7 +190,9 @@ def _watch(client: Client, experiment_id: str) -> dict:
 
 
 def _fail(exc: ApiError) -> None:
-    click.echo(f"error: {exc.message}", err=True)
+    """An error of the API as one line (its message, status and code), then the fields that 422 names."""
+    where = f" ({exc.status} {exc.code})" if exc.status else ""
+    click.echo(f"error: {exc.message}{where}", err=True)
     for detail in exc.details:
         click.echo(f"  {'.'.join(str(part) for part in detail.get('loc', []))}: {detail.get('msg')}", err=True)
     sys.exit(1)
@@ -172,7 +205,7 @@ def _fail(exc: ApiError) -> None:
 @token_option
 def submit(spec_file, wait: bool, **fields) -> None:
     """Submit an experiment from a JSON spec file (or - for stdin) and/or flags (--depth 20 --activation tanh)."""
-    spec = json.load(spec_file) if spec_file else {}
+    spec = _json_object(spec_file, "spec_file") if spec_file else {}
     spec.update({name: _parse_value(name, value) for name, value in fields.items() if value is not None})
     client = _client()
     try:
@@ -221,12 +254,13 @@ def watch(experiment_id: str) -> None:
 def sweep(sweep_file, wait: bool) -> None:
     """Submit a sweep from a JSON file (or - for stdin): {"base": {...}, "grid": {"field": [values, ...]}}."""
     client = _client()
+    body = _json_object(sweep_file, "sweep_file")
     try:
-        found = client.request("POST", "/api/v1/sweeps", json.load(sweep_file))
+        found = client.submit_sweep(body)
         click.echo(found["id"])
         while wait and found.get("status") != "finished":
             time.sleep(1)
-            found = client.request("GET", f"/api/v1/sweeps/{found['id']}")
+            found = client.get_sweep(found["id"])
             click.echo(" ".join(f"{status} {count}" for status, count in found["counts"].items()), err=True)
     except ApiError as exc:
         _fail(exc)
@@ -235,3 +269,82 @@ def sweep(sweep_file, wait: bool) -> None:
             loss = "-" if row["final_loss"] is None else f"{row['final_loss']:.4f}"
             click.echo(f"  {json.dumps(row['point'])}  {row['status']}  {row['verdict'] or '-'}  loss {loss}")
         sys.exit(0 if found["counts"]["succeeded"] == len(found["experiments"]) else 1)
+
+
+@main.command()
+@click.argument("experiment_id")
+@click.option("--json", "as_json", is_flag=True, help="print the raw summary (with the diagnosis) as JSON")
+@token_option
+def show(experiment_id: str, as_json: bool) -> None:
+    """The summary, the diagnosis with its advice, and a per-layer table of gradient norms and unit health."""
+    client = _client()
+    try:
+        experiment = client.get(experiment_id)
+        if as_json:
+            click.echo(json.dumps(experiment.get("summary"), indent=2))
+            return
+        traces = client.traces(experiment_id, metrics=list(cli_views.TABLE_METRICS))
+    except ApiError as exc:
+        _fail(exc)
+    lines = [*cli_views.summary_lines(experiment), *cli_views.diagnosis_lines(experiment.get("summary")), ""]
+    lines += cli_views.layer_table(traces)
+    click.echo("\n".join(lines))
+
+
+@main.command()
+@click.argument("experiment_id")
+@click.option("--format", "fmt", type=click.Choice(["csv", "npz", "json"]), default="csv", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+              help="file to write (- for stdout); default: ID-traces.FORMAT here")
+@click.option("--force", is_flag=True, help="replace the file if it exists")
+@token_option
+def export(experiment_id: str, fmt: str, output: Path | None, force: bool) -> None:
+    """Download the experiment's traces (what has been traced so far) as csv, npz or json."""
+    # The default is a name in this directory, whatever the id holds ("../x" names no other place).
+    output = output or Path(Path(f"{experiment_id}-traces.{fmt}").name)
+    chunks = _client().download(experiment_id, fmt)
+    try:
+        if str(output) == "-":
+            for chunk in chunks:
+                sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+            return
+        if output.exists() and not force:
+            _stop(f"{output} exists; --force replaces it")
+        size = _write_file(output, chunks)
+    except ApiError as exc:
+        _fail(exc)
+    click.echo(f"wrote {output} ({size:,} bytes)", err=True)
+
+
+def _write_file(output: Path, chunks) -> int:
+    """Stream the chunks into a file beside the target, then rename it into place: an interrupted
+    download leaves no half file under the target's name, and an existing file is only replaced whole."""
+    partial = output.with_name(f".{output.name}.part")
+    size = 0
+    try:
+        with open(partial, "wb") as file:
+            for chunk in chunks:
+                file.write(chunk)
+                size += len(chunk)
+        os.replace(partial, output)
+    except OSError as error:
+        _stop(f"cannot write {output}: {error.strerror or error}")
+    finally:
+        partial.unlink(missing_ok=True)
+    return size
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="print the API's answer as JSON")
+@token_option
+def workers(as_json: bool) -> None:
+    """The live worker nodes: queues, busy processes of its concurrency, torch threads, device, active runs."""
+    try:
+        nodes = _client().workers()
+    except ApiError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps(nodes, indent=2))
+        return
+    click.echo("\n".join(cli_views.workers_table(nodes)))

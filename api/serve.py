@@ -34,7 +34,8 @@ WORKER_CLASS = "api.gunicorn_worker.JsonErrorsWorker"
 def gunicorn_argv(host: str, port: int, processes: int = API_PROCESSES, *options: str) -> list[str]:
     """The command line that runs the API under gunicorn."""
     return [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--worker-class", WORKER_CLASS,
-            "--workers", str(processes), "--threads", str(API_THREADS), *options, "api.app:create_app()"]
+            "--workers", str(processes), "--threads", str(API_THREADS), "--logger-class", "api.logs.GunicornLogger",
+            *options, "api.app:create_app()"]
 
 
 def redis_server_binary() -> str:

@@ -35,7 +35,7 @@ from pathlib import Path
 import redis
 
 from shared.spec import ExperimentSpec
-from shared.store import Store, exp_key, now_iso, trace_keys
+from shared.store import QUEUED_KEY, STATS_KEY, Store, exp_key, now_iso, trace_keys
 
 log = logging.getLogger("gradtrace.cache")
 
@@ -48,14 +48,18 @@ RESULT_PACKAGES = ("worker",)
 RESULT_MODULES = ("shared.spec", "shared.traces", "shared.diagnosis", "shared.theory")
 SOURCE_SUFFIXES = (".py", ".c", ".h", ".cpp", ".cu")
 
-# KEYS: the new record, the source record, then the source's trace keys and the new one's, pairwise.
-# ARGV: field/value pairs of the new record. Only a queued record (not deleted or cancelled since
-# it was written) becomes a copy, and only of a source that still exists and succeeded.
+# KEYS: the new record, the source record, the queued set, the stats, then the source's trace keys and
+# the new one's, pairwise. ARGV: the new record's id, then its field/value pairs. Only a queued record
+# (not deleted or cancelled since it was written) becomes a copy, and only of a source that still
+# exists and succeeded.
 _SERVE = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return 0 end
 if redis.call('HGET', KEYS[2], 'status') ~= 'succeeded' then return 0 end
-for i = 3, #KEYS, 2 do redis.call('COPY', KEYS[i], KEYS[i + 1], 'REPLACE') end
-redis.call('HSET', KEYS[1], unpack(ARGV))
+for i = 5, #KEYS, 2 do redis.call('COPY', KEYS[i], KEYS[i + 1], 'REPLACE') end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('HINCRBY', KEYS[4], 'finished:succeeded', 1)
+redis.call('HINCRBY', KEYS[4], 'cached', 1)
 return 1
 """
 
@@ -161,7 +165,7 @@ class ResultCache:
             "device": source["device"],
             "summary": json.dumps({**source["summary"], "cached": True, "cached_from": source["id"]}),
         }
-        keys = [exp_key(experiment_id), exp_key(source["id"])]
+        keys = [exp_key(experiment_id), exp_key(source["id"]), QUEUED_KEY, STATS_KEY]
         for pair in zip(trace_keys(source["id"]), trace_keys(experiment_id)):
             keys += pair
-        self._serve(keys=keys, args=[item for pair in fields.items() for item in pair], client=pipe)
+        self._serve(keys=keys, args=[experiment_id, *(item for pair in fields.items() for item in pair)], client=pipe)

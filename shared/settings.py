@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     # Unfinished (queued or running) experiments per tenant; 0 turns the cap off.
     max_queued: int = 10_000
 
+    # --- operators (README "Operators") ---
+    # A token that GET /metrics asks for (Authorization: Bearer); None or empty: /metrics is open.
+    metrics_token: str | None = None
+    # Log lines as plain text (`text`) or as one JSON object a line (`json`), API and workers alike.
+    log_format: str = "text"
+
     # --- retention (README "Retention") ---
     # Seconds a finished experiment, its trace and a finished sweep are kept; 0 keeps them for good.
     retention_seconds: float = 30 * 24 * 3600.0

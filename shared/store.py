@@ -60,6 +60,14 @@ RUNNING_KEY = "gradtrace:running"
 QUEUED_KEY = "gradtrace:queued"
 # The heartbeat keys of live worker processes (worker/registry.py); each key expires on its own.
 WORKERS_KEY = "gradtrace:workers"
+# Counters for the operators' metrics (api/metrics.py), kept by the scripts that change a status, so
+# that a scrape reads one hash instead of every record, and every API process reads the same numbers:
+# `submitted`, `attempts`, `requeued`, `cached`, `finished:<status>`, and the histogram of the train
+# seconds of runs that a worker finished, `train_seconds:<status>:count|sum|le:<bound>` (one count
+# per bucket, not cumulative).
+STATS_KEY = "gradtrace:stats"
+# Upper bounds of the train-seconds histogram's buckets (seconds); above the last is "+Inf".
+TRAIN_SECONDS_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 
 
 def worker_key(node: str, pid: int) -> str:
@@ -84,13 +92,18 @@ def trace_keys(experiment_id: str) -> list[str]:
     return [trace_key(experiment_id, metric) for metric in ALL_METRICS] + [packed_key(experiment_id)]
 
 
-# KEYS: record, lease, running set, queued set, trace keys...  ARGV: token, lease ms, max attempts, now, id
+# KEYS: record, lease, running set, queued set, stats, trace keys...  ARGV: token, lease ms, max attempts, now, id
 _CLAIM = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then redis.call('ZREM', KEYS[4], ARGV[5]) return {'missing'} end
-if status == 'succeeded' or status == 'failed' or status == 'cancelled' then return {'finished'} end
+if status == 'succeeded' or status == 'failed' or status == 'cancelled' then
+  redis.call('ZREM', KEYS[4], ARGV[5])
+  return {'finished'}
+end
 if redis.call('HGET', KEYS[1], 'cancel') == '1' then
   redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[4])
+  redis.call('ZREM', KEYS[4], ARGV[5])
+  redis.call('HINCRBY', KEYS[5], 'finished:cancelled', 1)
   return {'cancelled'}
 end
 if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'busy'} end
@@ -102,23 +115,26 @@ if tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0') >= tonumber(ARGV[3])
       .. ' times (killed, crashed or cut off from Redis); not retried again'}))
   redis.call('DEL', KEYS[2])
   redis.call('SREM', KEYS[3], KEYS[1])
+  redis.call('HINCRBY', KEYS[5], 'finished:failed', 1)
   return {'exhausted'}
 end
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-for i = 5, #KEYS do redis.call('DEL', KEYS[i]) end
+redis.call('HINCRBY', KEYS[5], 'attempts', 1)
+for i = 6, #KEYS do redis.call('DEL', KEYS[i]) end
 redis.call('HDEL', KEYS[1], 'summary', 'error', 'finished_at', 'layers')
 redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[4], 'step', 0, 'rows', 0)
 redis.call('SADD', KEYS[3], KEYS[1])
 return {'claimed', attempts, redis.call('HGET', KEYS[1], 'spec')}
 """
 
-# KEYS: sequence, record, index, queued set.  ARGV: id, now ms, then the record's field/value pairs
+# KEYS: sequence, record, index, queued set, stats.  ARGV: id, now ms, then the record's field/value pairs
 # (seq left out).
 _CREATE = """
 local seq = redis.call('INCR', KEYS[1])
 redis.call('HSET', KEYS[2], 'seq', seq, unpack(ARGV, 3))
 redis.call('ZADD', KEYS[3], seq, ARGV[1])
 redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1])
+redis.call('HINCRBY', KEYS[5], 'submitted', 1)
 return seq
 """
 
@@ -143,7 +159,7 @@ if redis.call('HGET', KEYS[1], 'cancel') == '1' then return 1 end
 return 0
 """
 
-# KEYS: record, lease, running set, queued set, trace keys...  ARGV: token ('' for an orphan), now ms,
+# KEYS: record, lease, running set, queued set, stats, trace keys...  ARGV: token ('' for an orphan), now ms,
 # id, 1 to give the attempt back (not counted toward the cap).
 # Puts a running experiment back to `queued` with a clean trace: an orphan whose lease lapsed
 # (the sweeper), or one that its worker hands back on shutdown (fenced by the attempt's token).
@@ -155,7 +171,8 @@ if ARGV[1] == '' then
 elseif holder ~= ARGV[1] then
   return 0
 end
-for i = 5, #KEYS do redis.call('DEL', KEYS[i]) end
+for i = 6, #KEYS do redis.call('DEL', KEYS[i]) end
+redis.call('HINCRBY', KEYS[5], 'requeued', 1)
 redis.call('HDEL', KEYS[1], 'layers', 'started_at')
 redis.call('HSET', KEYS[1], 'status', 'queued', 'step', 0, 'rows', 0)
 if ARGV[4] == '1' then redis.call('HINCRBY', KEYS[1], 'attempts', -1) end
@@ -178,20 +195,27 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 """
 
-# KEYS: record, lease, running set, the metrics' trace keys, the packed key.  ARGV: token, then
-# field/value pairs to set. Packs the trace into one string of exactly its size (no APPEND slack),
+# KEYS: record, lease, running set, stats, the metrics' trace keys, the packed key.  ARGV: token, status,
+# the train-seconds bucket ('' for a run without a summary), the train seconds, then field/value pairs to set. Packs the trace into one string of exactly its size (no APPEND slack),
 # so that a finished run holds one key and one allocation, not one per metric each rounded up to
 # the allocator's next size class (bench/redis_bytes.py), then lets go of the lease.
 _FINISH = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('HINCRBY', KEYS[4], 'finished:' .. ARGV[2], 1)
+if ARGV[3] ~= '' then
+  local prefix = 'train_seconds:' .. ARGV[2] .. ':'
+  redis.call('HINCRBY', KEYS[4], prefix .. 'le:' .. ARGV[3], 1)
+  redis.call('HINCRBY', KEYS[4], prefix .. 'count', 1)
+  redis.call('HINCRBYFLOAT', KEYS[4], prefix .. 'sum', ARGV[4])
+end
 local parts, lengths = {''}, {}
-for i = 4, #KEYS - 1 do
+for i = 5, #KEYS - 1 do
   parts[#parts + 1] = redis.call('GET', KEYS[i]) or ''
   lengths[#lengths + 1] = #parts[#parts]
 end
 parts[1] = struct.pack('<' .. string.rep('I4', #lengths), unpack(lengths))
-redis.call('DEL', unpack(KEYS, 4, #KEYS - 1))
+redis.call('DEL', unpack(KEYS, 5, #KEYS - 1))
 redis.call('SET', KEYS[#KEYS], table.concat(parts))
 redis.call('DEL', KEYS[2])
 redis.call('SREM', KEYS[3], KEYS[1])
@@ -222,12 +246,14 @@ end
 return found
 """
 
-# KEYS: record.  ARGV: now.
+# KEYS: record, queued set, stats.  ARGV: now, id.
 _CANCEL = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'missing' end
 if status == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1], 'cancel', 1)
+  redis.call('ZREM', KEYS[2], ARGV[2])
+  redis.call('HINCRBY', KEYS[3], 'finished:cancelled', 1)
   return 'cancelled'
 end
 if status == 'running' then
@@ -292,7 +318,7 @@ class Store:
         record = new_record(experiment_id, spec, tenant=tenant, queue=queue, seq=0)
         del record["seq"]  # numbered by the script, in the same step as the write
         fields = [part for pair in record.items() for part in pair]
-        record["seq"] = self._create(keys=[SEQ_KEY, exp_key(experiment_id), index_key(tenant), QUEUED_KEY],
+        record["seq"] = self._create(keys=[SEQ_KEY, exp_key(experiment_id), index_key(tenant), QUEUED_KEY, STATS_KEY],
                                      args=[experiment_id, now_ms(), *fields])
         if self.retention_seconds and record["seq"] % PRUNE_EVERY == 0:
             self.prune(tenant)
@@ -305,6 +331,7 @@ class Store:
         pipe.hset(exp_key(record["id"]), mapping=record)
         pipe.zadd(index_key(record["tenant"]), {record["id"]: record["seq"]})
         pipe.zadd(QUEUED_KEY, {record["id"]: now_ms()})
+        pipe.hincrby(STATS_KEY, "submitted", 1)
 
     def get(self, experiment_id: str, *, tenant: str | None = None) -> dict:
         """The record as a dict; ExperimentNotFound for an unknown id, another tenant's or an expired one."""
@@ -419,7 +446,8 @@ class Store:
         now = now_iso()
         with self.redis.pipeline(transaction=False) as pipe:
             for experiment_id in experiment_ids:
-                self._cancel(keys=[exp_key(experiment_id)], args=[now], client=pipe)
+                self._cancel(keys=[exp_key(experiment_id), QUEUED_KEY, STATS_KEY], args=[now, experiment_id],
+                             client=pipe)
             outcomes = [outcome.decode() for outcome in pipe.execute()]
         self.retire([experiment_id for experiment_id, outcome in zip(experiment_ids, outcomes) if outcome == "cancelled"])
         return outcomes
@@ -430,12 +458,14 @@ class Store:
             pipe.delete(exp_key(experiment_id), lease_key(experiment_id), *trace_keys(experiment_id))
         if experiment_ids:
             pipe.zrem(index_key(tenant), *experiment_ids)
+            pipe.zrem(QUEUED_KEY, *experiment_ids)
             pipe.srem(RUNNING_KEY, *(exp_key(experiment_id) for experiment_id in experiment_ids))
 
     def request_cancel(self, experiment_id: str, *, tenant: str | None = None) -> str:
         """Cancel a queued run at once, or flag a running one; StatusConflict once it has ended."""
         self.get(experiment_id, tenant=tenant)
-        outcome = self._cancel(keys=[exp_key(experiment_id)], args=[now_iso()]).decode()
+        outcome = self._cancel(keys=[exp_key(experiment_id), QUEUED_KEY, STATS_KEY],
+                               args=[now_iso(), experiment_id]).decode()
         if outcome == "missing":
             raise ExperimentNotFound(f"no experiment {experiment_id}")
         if outcome not in ("cancelled", "cancelling"):
@@ -450,6 +480,7 @@ class Store:
         with self.redis.pipeline() as pipe:
             pipe.delete(exp_key(experiment_id), lease_key(experiment_id), *trace_keys(experiment_id))
             pipe.zrem(index_key(record["tenant"]), experiment_id)
+            pipe.zrem(QUEUED_KEY, experiment_id)
             pipe.srem(RUNNING_KEY, exp_key(experiment_id))
             pipe.execute()
 
@@ -481,7 +512,7 @@ class Store:
         The spec comes back with the claim, so that a worker starts with one round trip.
         """
         outcome = self._claim(
-            keys=[exp_key(experiment_id), lease_key(experiment_id), RUNNING_KEY, QUEUED_KEY,
+            keys=[exp_key(experiment_id), lease_key(experiment_id), RUNNING_KEY, QUEUED_KEY, STATS_KEY,
                   *trace_keys(experiment_id)],
             args=[token, int(lease_seconds * 1000), max_attempts, now_iso(), experiment_id],
         )
@@ -540,7 +571,8 @@ class Store:
         """Put a running experiment back in the queue with a clean trace: an orphan (no token; only while its
         lease stays lapsed) or an attempt handed back by its worker (its token; not counted toward the cap).
         False when it was not this one's to requeue (finished, taken over, deleted)."""
-        keys = [exp_key(experiment_id), lease_key(experiment_id), RUNNING_KEY, QUEUED_KEY, *trace_keys(experiment_id)]
+        keys = [exp_key(experiment_id), lease_key(experiment_id), RUNNING_KEY, QUEUED_KEY, STATS_KEY,
+                *trace_keys(experiment_id)]
         return self._requeue(keys=keys, args=[token, now_ms(), experiment_id, int(handed_back)]) == 1
 
     def stale_queued(self, older_than_seconds: float) -> list[dict]:
@@ -571,14 +603,21 @@ class Store:
 
     def finish(self, experiment_id: str, token: str, status: str, **fields: Any) -> bool:
         """End the attempt with its outcome, compact the trace and release the lease."""
-        args = [token, "status", status, "finished_at", now_iso()]
+        seconds = (fields.get("summary") or {}).get("train_seconds")
+        bucket = "" if seconds is None else train_seconds_bucket(seconds)
+        args = [token, status, bucket, seconds or 0, "status", status, "finished_at", now_iso()]
         for name, value in fields.items():
             args += [name, _encode(name, value)]
-        keys = [exp_key(experiment_id), lease_key(experiment_id), RUNNING_KEY, *trace_keys(experiment_id)]
+        keys = [exp_key(experiment_id), lease_key(experiment_id), RUNNING_KEY, STATS_KEY, *trace_keys(experiment_id)]
         finished = self._finish(keys=keys, args=args) == 0
         if finished:
             self.retire([experiment_id])  # a worker that dies just here leaves it to the expiry check of reads
         return finished
+
+
+def train_seconds_bucket(seconds: float) -> str:
+    """The histogram bucket of a run's train seconds: the smallest bound that holds it, or "+Inf"."""
+    return next((f"{bound:g}" for bound in TRAIN_SECONDS_BUCKETS if seconds <= bound), "+Inf")
 
 
 def new_record(experiment_id: str, spec: dict, *, tenant: str, queue: str, seq: int, **extra: Any) -> dict:

@@ -105,9 +105,10 @@ class LeaseKeeper:
                 continue
             try:
                 if not self.store.renew(held[0], held[1], lease_seconds=self.lease_seconds):
-                    log.info("experiment %s: lease gone (deleted or taken over)", held[0])
+                    log.info("experiment %s: lease gone (deleted or taken over)", held[0],
+                             extra={"experiment_id": held[0]})
             except Exception:  # Redis hiccup: the next beat tries again before the lease lapses
-                log.warning("lease renewal of %s failed", held[0], exc_info=True)
+                log.warning("lease renewal of %s failed", held[0], exc_info=True, extra={"experiment_id": held[0]})
 
 
 def run(store: Store, settings: Settings, lease: LeaseKeeper, experiment_id: str) -> str:

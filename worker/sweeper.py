@@ -56,7 +56,8 @@ def requeue_orphans(store: Store, celery: Celery) -> list[str]:
         if store.requeue(orphan["id"]):  # only while its lease stays lapsed
             _send(celery, orphan)
             sent.append(orphan["id"])
-            log.warning("experiment %s lost its worker; queued again", orphan["id"])
+            log.warning("experiment %s lost its worker; queued again", orphan["id"],
+                        extra={"experiment_id": orphan["id"]})
     return sent
 
 
@@ -79,7 +80,8 @@ def resend_lost(store: Store, celery: Celery, queued_grace: float) -> list[str]:
             pipe.execute()
     for found in lost:
         _send(celery, found)
-        log.warning("experiment %s had no live message in the broker; sent again", found["id"])
+        log.warning("experiment %s had no live message in the broker; sent again", found["id"],
+                    extra={"experiment_id": found["id"]})
     store.mark_queued([found["id"] for found in lost])
     return [found["id"] for found in lost]
 

@@ -8,6 +8,7 @@ from celery import shared_task
 from celery.exceptions import Reject
 from celery.signals import worker_process_init, worker_process_shutdown
 
+from shared import logs
 from shared.celery_app import RUN_TASK, make_celery
 from shared.settings import Settings
 from shared.store import Store
@@ -59,7 +60,7 @@ def run_experiment(experiment_id: str) -> str:
     # worker die, its lease lapses and the sweeper queues the run again. The record, not the message,
     # is the source of truth, so no message is kept waiting (no countdown, no ETA) for it.
     store, settings, lease = _context()
-    with registry.running(experiment_id):
+    with logs.experiment_context(experiment_id), registry.running(experiment_id):
         outcome = runner.run(store, settings, lease, experiment_id)
     if outcome == "handed back":
         raise Reject(f"experiment {experiment_id} handed back", requeue=True)
