@@ -96,3 +96,6 @@ def test_the_command_runs_a_lesson_and_prints_what_it_showed(env):  # noqa: F811
     unknown = subprocess.run([sys.executable, "-m", "api.lessons", "vanishing"], cwd=ROOT, env=env,
                              capture_output=True, text=True, timeout=60)
     assert unknown.returncode == 2 and "no lesson 'vanishing'" in unknown.stderr
+    refused = subprocess.run([sys.executable, "-m", "api.lessons", "dying-relu", "--set", "depth=0"], cwd=ROOT,
+                             env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "base.depth" in refused.stderr and refused.stdout == ""
