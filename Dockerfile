@@ -7,6 +7,7 @@ COPY pyproject.toml README.md ./
 COPY api ./api
 COPY shared ./shared
 COPY worker ./worker
+COPY examples ./examples
 
 FROM base AS api
 RUN pip install .
