@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from api import cli_views
+from api.lessons import lesson_command
 from api.client import ApiError, Client
 from shared.settings import Settings
 
@@ -348,3 +349,7 @@ def workers(as_json: bool) -> None:
         click.echo(json.dumps(nodes, indent=2))
         return
     click.echo("\n".join(cli_views.workers_table(nodes)))
+
+
+# `gradtrace lesson`: the lessons of examples/ (api/lessons.py).
+main.add_command(lesson_command)
