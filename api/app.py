@@ -44,12 +44,12 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False
     # A path with `//` is an unknown route (a JSON 404), not an HTML redirect to another.
     app.url_map.merge_slashes = False
-    app.url_value_preprocessor(validation.check_ids)
 
     logs.init_app(app)
     errors.register(app)
     resources.init_app(app)
-    auth.init_app(app)
+    auth.init_app(app)  # the token first, then the ids in the path
+    app.url_value_preprocessor(validation.check_ids)
     app.register_blueprint(experiments.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(sweeps.bp)

@@ -107,5 +107,8 @@ def init_app(app: Flask) -> Tokens:
     """Read the tokens from the app's config and check every /api/v1 request against them."""
     tokens = Tokens.of(read_tokens(app.config["API_TOKENS"], app.config["API_TOKENS_FILE"]))
     app.extensions[EXTENSION] = tokens
-    app.before_request(authenticate)
+    # A URL value preprocessor rather than before_request: those run first, and the check of the ids in
+    # the path (api/validation.py) is one; registered before it, a request without a token is a 401
+    # whatever its path holds.
+    app.url_value_preprocessor(lambda endpoint, values: authenticate())
     return tokens

@@ -277,6 +277,16 @@ def paths(components: dict[str, Any]) -> dict[str, Any]:
                              "responses": responses({200: answer("alive", "Health")}, ())}},
         "/readyz": {"get": {"operationId": "readyz", "summary": "Readiness: Redis answers",
                             "responses": responses({200: answer("ready", "Ready")}, (503,))}},
+        "/metrics": {"get": {
+            "operationId": "metrics", "summary": "Prometheus metrics (README: Operators)",
+            "description": "Open, unless GRADTRACE_METRICS_TOKEN is set: then a bearer token equal to it.",
+            "security": [{"bearer": []}, {}],
+            "responses": {
+                "200": {"description": "the Prometheus text exposition format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}}},
+                **responses({}, (401, 503)),
+            },
+        }},
         "/openapi.json": {"get": {"operationId": "openapi", "summary": "This document",
                                   "responses": {"200": {"description": "OpenAPI 3.1",
                                                         "content": {JSON: {"schema": {"type": "object"}}}}}}},
