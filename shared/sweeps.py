@@ -145,14 +145,7 @@ class Sweeps:
             batch = self.redis.zrevrangebyscore(
                 sweep_index_key(tenant), upper, "-inf", start=0, num=limit, withscores=True
             )
-            with self.redis.pipeline(transaction=False) as pipe:
-                for sweep_id, _ in batch:
-                    pipe.hgetall(sweep_key(sweep_id.decode()))
-                raws = pipe.execute()
-            gone = [sweep_id for (sweep_id, _), raw in zip(batch, raws) if not raw]
-            if gone:
-                self.redis.zrem(sweep_index_key(tenant), *gone)
-            sweeps = [_decode(raw) for raw in raws if raw]
+            sweeps = self._indexed(tenant, [sweep_id.decode() for sweep_id, _ in batch])
             for sweep, expired in zip(sweeps, self.expired(sweeps)):
                 if expired:
                     self._remove(sweep)
@@ -203,6 +196,14 @@ class Sweeps:
     def prune(self, tenant: str, sample: int = PRUNE_SAMPLE) -> None:
         """Remove the expired sweeps among a random sample of the tenant's: those of a tenant that never lists."""
         ids = [sweep_id.decode() for sweep_id in self.redis.zrandmember(sweep_index_key(tenant), sample) or []]
+        sweeps = self._indexed(tenant, ids)
+        for sweep, expired in zip(sweeps, self.expired(sweeps)):
+            if expired:
+                self._remove(sweep)
+
+    def _indexed(self, tenant: str, ids: list[str]) -> list[dict]:
+        """The sweeps of these ids of the tenant's index, in their order (one round trip); ids whose sweep
+        is gone (its TTL fired) leave the index."""
         with self.redis.pipeline(transaction=False) as pipe:
             for sweep_id in ids:
                 pipe.hgetall(sweep_key(sweep_id))
@@ -210,10 +211,7 @@ class Sweeps:
         gone = [sweep_id for sweep_id, raw in zip(ids, raws) if not raw]
         if gone:
             self.redis.zrem(sweep_index_key(tenant), *gone)
-        sweeps = [_decode(raw) for raw in raws if raw]
-        for sweep, expired in zip(sweeps, self.expired(sweeps)):
-            if expired:
-                self._remove(sweep)
+        return [_decode(raw) for raw in raws if raw]
 
     def statuses(self, sweeps: list[dict]) -> list[list[str | None]]:
         """The status of every experiment of every sweep, in one round trip (None: deleted since)."""

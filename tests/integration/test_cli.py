@@ -4,14 +4,12 @@ import json
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.integration.helpers import start_api
 
 pytestmark = pytest.mark.integration
 
@@ -27,21 +25,7 @@ def gradtrace(*args: str, env: dict[str, str], timeout: float = 120) -> subproce
 
 @pytest.fixture(scope="module")
 def api_url(live_redis_url, worker_process) -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, "REDIS_URL": live_redis_url}
-    process = subprocess.Popen(
-        [sys.executable, "-c", "from api.cli import main; main()", "api", "--port", str(port), "--processes", "1"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(url + "/readyz", timeout=2)
-            break
-        except OSError:
-            assert process.poll() is None and time.monotonic() < deadline, "gradtrace api did not start"
-            time.sleep(0.1)
+    process, url = start_api({**os.environ, "REDIS_URL": live_redis_url})
     yield url
     process.terminate()
     process.wait(10)

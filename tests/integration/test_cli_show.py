@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 
 import numpy as np
@@ -16,6 +15,7 @@ import pytest
 
 from api.client import Client
 from tests.conftest import free_port
+from tests.integration.helpers import start_api
 from tests.integration.test_cli import ROOT, api_url, env, gradtrace  # noqa: F401  (fixtures and the runner)
 
 pytestmark = pytest.mark.integration
@@ -158,22 +158,11 @@ def test_unreachable_service_is_one_line(env):  # noqa: F811
 @pytest.fixture(scope="module")
 def guarded_url(tmp_path_factory) -> Iterator[str]:
     """`gradtrace api` with tokens and a Redis that is not there: 401 before any Redis call, 503 after."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-c", "from api.cli import main; main()", "api", "--port", str(port), "--processes", "1"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env={**os.environ, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "GRADTRACE_API_TOKENS": "right",
-             "GRADTRACE_REDIS_TIMEOUT": "0.5"},
+    process, url = start_api(
+        {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "GRADTRACE_API_TOKENS": "right",
+         "GRADTRACE_REDIS_TIMEOUT": "0.5"},
+        ready_path="/healthz",  # no Redis: /readyz would never answer 200
     )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(url + "/healthz", timeout=2)
-            break
-        except OSError:
-            assert process.poll() is None and time.monotonic() < deadline, "gradtrace api did not start"
-            time.sleep(0.1)
     yield url
     process.terminate()
     process.wait(10)
