@@ -19,6 +19,7 @@ from flask import Blueprint, current_app
 from pydantic.json_schema import models_json_schema
 
 from api import schemas
+from api.docs import ASSETS
 from api.experiments import ALWAYS, MAX_LIMIT
 from api.experiments import DEFAULT_LIMIT as EXPERIMENTS_LIMIT
 from api.sweeps import DEFAULT_LIMIT as SWEEPS_LIMIT
@@ -285,6 +286,19 @@ def paths(components: dict[str, Any]) -> dict[str, Any]:
                 "200": {"description": "the Prometheus text exposition format",
                         "content": {"text/plain": {"schema": {"type": "string"}}}},
                 **responses({}, (401, 503)),
+            },
+        }},
+        "/docs": {"get": {"operationId": "docs", "summary": "This document in Swagger UI (offline: no CDN)",
+                          "responses": {"200": {"description": "the page",
+                                                "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+        "/docs/{name}": {"get": {
+            "operationId": "docsAsset", "summary": "A file of the Swagger UI page",
+            "parameters": [{"name": "name", "in": "path", "required": True,
+                            "schema": {"type": "string", "enum": list(ASSETS)}, "description": "the file"}],
+            "responses": {
+                "200": {"description": "the file",
+                        "content": {mimetype: {"schema": {"type": "string"}} for mimetype in ASSETS.values()}},
+                **responses({}, (404,)),
             },
         }},
         "/openapi.json": {"get": {"operationId": "openapi", "summary": "This document",
