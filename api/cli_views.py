@@ -50,10 +50,10 @@ def _first(rows: list[list[Any]] | None, layer: int) -> Any:
 
 # The words around the diagnosis and the table, per language (shared/diagnosis_texts.py has the diagnosis').
 LABELS = {
-    "en": {"verdict": "verdict: ", "try": "try: ",
+    "en": {"verdict": "verdict: ", "try": "try: ", "title": " ({})",
            "legend": ("  grad: L2 norm of the weight gradient; act: of the pre-activation gradient;",
                       "  dead, sat: share of dead units and of saturated activations at step {last}.")},
-    "zh": {"verdict": "判定：", "try": "建议：",
+    "zh": {"verdict": "判定：", "try": "建议：", "title": "（{}）",
            "legend": ("  grad：权重梯度的 L2 范数；act：预激活梯度的 L2 范数；",
                       "  dead、sat：第 {last} 步时死亡单元与饱和激活所占的比例。")},
 }
@@ -147,7 +147,7 @@ def diagnosis_lines(summary: dict[str, Any] | None, lang: str = "en") -> list[st
     if not diagnosis:
         return []
     labels = LABELS.get(lang, LABELS["en"])
-    title = f" ({diagnosis['title']})" if diagnosis.get("title") else ""
+    title = labels["title"].format(diagnosis["title"]) if diagnosis.get("title") else ""
     lines = [f"  {labels['verdict']}{diagnosis['verdict']}{title}"]
     if diagnosis.get("explanation"):
         lines += wrap(diagnosis["explanation"], WIDTH, "    ", "    ")

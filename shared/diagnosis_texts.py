@@ -80,7 +80,7 @@ TEXTS: dict[str, dict[str, str]] = {
     "leaky_relu": {"en": "use leaky_relu (or elu/gelu), whose gradient is never exactly zero",
                    "zh": "改用 leaky_relu（或 elu/gelu），它们的梯度永远不会恰好为零"},
     "kaiming_dead": {"en": "use kaiming_normal initialization (zero biases)",
-                     "zh": "使用 He 初始化 kaiming_normal（偏置置零）"},
+                     "zh": "使用 He 初始化（init: kaiming_normal，偏置置零）"},
     "xavier": {"en": "use xavier initialization: it keeps pre-activations in the activation's linear range",
                "zh": "使用 Xavier 初始化：它让预激活值保持在激活函数的线性区内"},
     "batchnorm_before": {"en": "add normalization before the activation (norm: batchnorm)",
@@ -130,8 +130,8 @@ VERDICTS: dict[str, dict[str, tuple[str, str]]] = {
     "dead_units": {
         "en": ("Dead units", "Many hidden ReLU units output zero for every input; their gradient is exactly zero, "
                              "so they stop learning and do not come back."),
-        "zh": ("神经元死亡（ReLU 死亡）", "大量隐藏层 ReLU 单元对任何输入都输出零，它们的梯度恒为零，"
-                                  "因而停止学习，再也无法恢复。"),
+        "zh": ("神经元死亡", "大量隐藏层 ReLU 单元对任何输入都输出零（即“ReLU 死亡”）：它们的梯度恒为零，"
+                          "因而停止学习，再也无法恢复。"),
     },
     "saturated": {
         "en": ("Saturated activations", "Most sigmoid or tanh units sit in the flat tails of the activation, "
