@@ -5,7 +5,10 @@ from typing import Any
 
 from flask import Flask
 
-from api import auth, errors, experiments, health, logs, metrics, openapi, resources, sweeps, theory, validation, workers
+from api import (
+    auth, docs, errors, experiments, health, language, logs, metrics, openapi, resources, sweeps, theory, validation,
+    workers,
+)
 from shared.settings import Settings
 
 # Where `gradtrace api` looks when REDIS_URL is unset: a Redis on this host.
@@ -48,6 +51,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     logs.init_app(app)
     errors.register(app)
     resources.init_app(app)
+    language.init_app(app)
     auth.init_app(app)  # the token first, then the ids in the path
     app.url_value_preprocessor(validation.check_ids)
     app.register_blueprint(experiments.bp)
@@ -57,4 +61,5 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(theory.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(metrics.bp)
+    app.register_blueprint(docs.bp)
     return app

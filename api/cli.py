@@ -12,6 +12,8 @@ import click
 from api import cli_views
 from api.lessons import lesson_command
 from api.client import ApiError, Client
+from shared.diagnosis_texts import DEFAULT, LANGUAGES
+from shared.languages import from_locale
 from shared.settings import Settings
 
 # Spec fields whose values are words; every other flag's value is read as JSON (20, 0.1, true, {...}).
@@ -105,11 +107,27 @@ token_option = click.option("--token", metavar="TOKEN", expose_value=False, call
                             help="API token (default: GRADTRACE_TOKEN)")
 
 
+def _remember_lang(ctx: click.Context, _param, value: str | None) -> None:
+    if value:
+        ctx.find_root().obj = {**(ctx.find_root().obj or {}), "lang": value}
+
+
+lang_option = click.option("--lang", type=click.Choice(LANGUAGES), expose_value=False, callback=_remember_lang,
+                           help="language of the diagnosis: en or zh (default: the locale of LC_ALL, LC_MESSAGES "
+                                "or LANG, e.g. zh_CN.UTF-8; else en)")
+
+
+def _language() -> str:
+    """The language of --lang, else of the locale, else English."""
+    chosen = (click.get_current_context().find_root().obj or {}).get("lang")
+    return chosen or from_locale(os.environ) or DEFAULT
+
+
 def _client() -> Client:
-    """A client of GRADTRACE_URL with the token of --token or GRADTRACE_TOKEN."""
+    """A client of GRADTRACE_URL with the token of --token or GRADTRACE_TOKEN, in the language of --lang or LANG."""
     context = click.get_current_context()
     token = (context.find_root().obj or {}).get("token")
-    return Client(Settings().url, token=token)
+    return Client(Settings().url, token=token, lang=_language())
 
 
 def _parse_value(field: str, text: str):
@@ -159,17 +177,12 @@ def _progress_line(experiment: dict) -> str:
 
 def _report(experiment: dict) -> None:
     summary = experiment.get("summary") or {}
-    diagnosis = summary.get("diagnosis") or {}
     click.echo(f"{experiment['id']}  {experiment['status']}")
     if summary:
         click.echo(f"  final loss {summary.get('final_loss')}  accuracy {summary.get('final_accuracy')}  "
                    f"train {summary.get('train_seconds')} s")
-    if diagnosis:
-        click.echo(f"  verdict: {diagnosis['verdict']}")
-        for reason in diagnosis.get("reasons", []):
-            click.echo(f"    - {reason}")
-        for advice in diagnosis.get("advice", []):
-            click.echo(f"    try: {advice}")
+    for line in cli_views.diagnosis_lines(summary, _language()):
+        click.echo(line)
     if experiment.get("error"):
         click.echo(f"  error: {experiment['error'].get('message')}")
 
@@ -204,6 +217,7 @@ def _fail(exc: ApiError) -> None:
 @click.option("--wait", is_flag=True, help="follow the run with a progress bar until it ends")
 @_spec_options
 @token_option
+@lang_option
 def submit(spec_file, wait: bool, **fields) -> None:
     """Submit an experiment from a JSON spec file (or - for stdin) and/or flags (--depth 20 --activation tanh)."""
     spec = _json_object(spec_file, "spec_file") if spec_file else {}
@@ -223,6 +237,7 @@ def submit(spec_file, wait: bool, **fields) -> None:
 @click.argument("experiment_id")
 @click.option("--json", "as_json", is_flag=True, help="print the whole record as JSON")
 @token_option
+@lang_option
 def status(experiment_id: str, as_json: bool) -> None:
     """The status, progress and, once finished, the summary and diagnosis of an experiment."""
     try:
@@ -239,6 +254,7 @@ def status(experiment_id: str, as_json: bool) -> None:
 @main.command()
 @click.argument("experiment_id")
 @token_option
+@lang_option
 def watch(experiment_id: str) -> None:
     """A live progress bar until the experiment ends, then its verdict."""
     try:
@@ -276,6 +292,7 @@ def sweep(sweep_file, wait: bool) -> None:
 @click.argument("experiment_id")
 @click.option("--json", "as_json", is_flag=True, help="print the raw summary (with the diagnosis) as JSON")
 @token_option
+@lang_option
 def show(experiment_id: str, as_json: bool) -> None:
     """The summary, the diagnosis with its advice, and a per-layer table of gradient norms and unit health."""
     client = _client()
@@ -287,8 +304,9 @@ def show(experiment_id: str, as_json: bool) -> None:
         traces = client.traces(experiment_id, metrics=list(cli_views.TABLE_METRICS))
     except ApiError as exc:
         _fail(exc)
-    lines = [*cli_views.summary_lines(experiment), *cli_views.diagnosis_lines(experiment.get("summary")), ""]
-    lines += cli_views.layer_table(traces)
+    lang = _language()
+    lines = [*cli_views.summary_lines(experiment), *cli_views.diagnosis_lines(experiment.get("summary"), lang), ""]
+    lines += cli_views.layer_table(traces, lang)
     click.echo("\n".join(lines))
 
 

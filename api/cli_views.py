@@ -2,7 +2,9 @@
 
 import json
 import math
+import re
 import textwrap
+import unicodedata
 from typing import Any
 
 # Traced metrics that the per-layer table of `show` reads.
@@ -46,7 +48,48 @@ def _first(rows: list[list[Any]] | None, layer: int) -> Any:
     return rows[0][layer] if rows else None
 
 
-def layer_table(traces: dict[str, Any]) -> list[str]:
+# The words around the diagnosis and the table, per language (shared/diagnosis_texts.py has the diagnosis').
+LABELS = {
+    "en": {"verdict": "verdict: ", "try": "try: ", "title": " ({})",
+           "legend": ("  grad: L2 norm of the weight gradient; act: of the pre-activation gradient;",
+                      "  dead, sat: share of dead units and of saturated activations at step {last}.")},
+    "zh": {"verdict": "判定：", "try": "建议：", "title": "（{}）",
+           "legend": ("  grad：权重梯度的 L2 范数；act：预激活梯度的 L2 范数；",
+                      "  dead、sat：第 {last} 步时死亡单元与饱和激活所占的比例。")},
+}
+# Where a line of mixed text may break: around an ASCII word, a run of spaces, or any other single character;
+# an opening bracket stays with what follows it, closing punctuation with what precedes it.
+_UNITS = re.compile(r"[（“]*(?:[\x21-\x7e]+|[^\s])[，。；：、）”！？]*|\s+")
+
+
+def columns(text: str) -> int:
+    """The terminal columns a text takes: Chinese characters and full-width punctuation take two."""
+    return sum(2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text)
+
+
+def wrap(text: str, width: int, initial: str, subsequent: str) -> list[str]:
+    """textwrap.wrap by terminal columns: Chinese has no spaces to break at and its characters are wide,
+    so it may break between any two of them; ASCII words (spec values, numbers) stay whole."""
+    if columns(text) == len(text):
+        return textwrap.wrap(text, width, initial_indent=initial, subsequent_indent=subsequent)
+    lines, current, empty = [], initial, True
+    for unit in _UNITS.findall(text):
+        if unit.isspace():
+            if empty:
+                continue
+            unit = " "
+        if not empty and columns(current + unit.rstrip()) > width:
+            lines.append(current.rstrip())
+            current, empty = subsequent, True
+            if unit == " ":
+                continue
+        current += unit
+        empty = False
+    lines.append(current.rstrip())
+    return lines
+
+
+def layer_table(traces: dict[str, Any], lang: str = "en") -> list[str]:
     """One line per layer: its name and kind, grad_norm and act_grad_norm at step 0 and at the last traced
     step, and the dead and saturated fractions at the last one."""
     steps = traces.get("steps") or []
@@ -65,8 +108,8 @@ def layer_table(traces: dict[str, Any]) -> list[str]:
             f"{fraction_cell(_last(traces.get('dead_fraction'), index)):>5} "
             f"{fraction_cell(_last(traces.get('saturated_fraction'), index)):>5}"
         )
-    lines.append("  grad: L2 norm of the weight gradient; act: of the pre-activation gradient;")
-    lines.append(f"  dead, sat: share of dead units and of saturated activations at step {last}.")
+    first, second = LABELS[lang]["legend"]
+    lines += [first, second.format(last=last)]
     return lines
 
 
@@ -97,16 +140,22 @@ def summary_lines(experiment: dict[str, Any]) -> list[str]:
     return lines
 
 
-def diagnosis_lines(summary: dict[str, Any] | None) -> list[str]:
-    """The verdict, its reasons and the advice, one item a line."""
+def diagnosis_lines(summary: dict[str, Any] | None, lang: str = "en") -> list[str]:
+    """The verdict with its title and what it means, its reasons and the advice, one item a line; the
+    words in the language the API answered in."""
     diagnosis = (summary or {}).get("diagnosis")
     if not diagnosis:
         return []
-    lines = [f"  verdict: {diagnosis['verdict']}"]
+    labels = LABELS.get(lang, LABELS["en"])
+    title = labels["title"].format(diagnosis["title"]) if diagnosis.get("title") else ""
+    lines = [f"  {labels['verdict']}{diagnosis['verdict']}{title}"]
+    if diagnosis.get("explanation"):
+        lines += wrap(diagnosis["explanation"], WIDTH, "    ", "    ")
     for reason in diagnosis.get("reasons", []):
-        lines += textwrap.wrap(reason, WIDTH, initial_indent="    - ", subsequent_indent="      ")
+        lines += wrap(reason, WIDTH, "    - ", "      ")
+    advice_indent = " " * (4 + columns(labels["try"]))
     for advice in diagnosis.get("advice", []):
-        lines += textwrap.wrap(advice, WIDTH, initial_indent="    try: ", subsequent_indent="         ")
+        lines += wrap(advice, WIDTH, f"    {labels['try']}", advice_indent)
     return lines
 
 

@@ -38,12 +38,15 @@ def _part(text: str) -> str:
 
 
 class Client:
-    """The API at `base_url`; with a `token`, every request carries `Authorization: Bearer <token>`."""
+    """The API at `base_url`; with a `token`, every request carries `Authorization: Bearer <token>`, and
+    with a `lang` (en, zh) `Accept-Language: <lang>`, which words the diagnoses in that language."""
 
-    def __init__(self, base_url: str = "http://127.0.0.1:8000", token: str | None = None, timeout: float = 30.0):
+    def __init__(self, base_url: str = "http://127.0.0.1:8000", token: str | None = None, timeout: float = 30.0,
+                 lang: str | None = None):
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self.lang = lang
 
     def __repr__(self) -> str:
         # The token stays out of reprs, and so out of tracebacks and logs.
@@ -60,6 +63,8 @@ class Client:
             request.add_header("Content-Type", "application/json")
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
+        if self.lang:
+            request.add_header("Accept-Language", self.lang)
         try:
             return urllib.request.urlopen(request, timeout=self.timeout)
         except urllib.error.HTTPError as exc:

@@ -14,6 +14,7 @@ from flask import Blueprint, Response, url_for
 from kombu.exceptions import OperationalError
 
 from api.errors import queue_full, redis_unavailable
+from api.language import localize_summary, request_language
 from api.resources import current_tenant, get_resources, get_store
 from api.trace_formats import FORMATS, METRICS, RENDERERS
 from api.validation import (
@@ -26,6 +27,7 @@ from api.validation import (
     query_list,
 )
 from shared.cache import ResultCache
+from shared.diagnosis_texts import DEFAULT
 from shared.celery_app import RUN_TASK
 from shared.store import STATUSES
 
@@ -37,8 +39,9 @@ MAX_LIMIT = 200
 ALWAYS = ("steps", "layers")
 
 
-def experiment_json(record: dict[str, Any]) -> dict[str, Any]:
-    """The public view of a store record (API.md): internal fields such as tenant or seq stay inside."""
+def experiment_json(record: dict[str, Any], lang: str = DEFAULT) -> dict[str, Any]:
+    """The public view of a store record (API.md), its diagnosis in `lang`: internal fields such as tenant
+    or seq stay inside."""
     spec = record["spec"]
     error = record.get("error")
     return {
@@ -49,7 +52,7 @@ def experiment_json(record: dict[str, Any]) -> dict[str, Any]:
         "started_at": record.get("started_at"),
         "finished_at": record.get("finished_at"),
         "progress": {"step": record.get("step", 0), "steps": record.get("steps", spec["steps"])},
-        "summary": record.get("summary"),
+        "summary": localize_summary(record.get("summary"), spec, lang),
         "error": {"message": error} if isinstance(error, str) else error,
         "name": spec.get("name"),
         "queue": record.get("queue"),
@@ -66,6 +69,7 @@ def experiment_json(record: dict[str, Any]) -> dict[str, Any]:
 def create_experiment() -> tuple[dict, int, dict]:
     """Validate the spec, write the record, then answer it from the result cache or enqueue the run
     by name (DESIGN.md: record first)."""
+    lang = request_language()
     spec = experiment_spec(json_body())
     resources = get_resources()
     experiment_id, tenant, queue = uuid.uuid4().hex, current_tenant(), spec.queue()
@@ -87,12 +91,13 @@ def create_experiment() -> tuple[dict, int, dict]:
     if cached:
         record = resources.store.get(experiment_id)
     location = url_for("experiments.get_experiment", experiment_id=experiment_id)
-    return experiment_json(record), 202, {"Location": location}
+    return experiment_json(record, lang), 202, {"Location": location}
 
 
 @bp.get("")
 def list_experiments() -> dict:
     """A page of experiments, newest first; `next_cursor` is null on the last page."""
+    lang = request_language()
     status = query_choice("status", STATUSES)
     limit = query_int("limit", 1, MAX_LIMIT, DEFAULT_LIMIT)
     cursor = query_cursor()
@@ -102,21 +107,22 @@ def list_experiments() -> dict:
     )
     page = records[:limit]
     next_cursor = encode_cursor(page[-1]["seq"]) if len(records) > limit else None
-    return {"experiments": [experiment_json(record) for record in page], "next_cursor": next_cursor}
+    return {"experiments": [experiment_json(record, lang) for record in page], "next_cursor": next_cursor}
 
 
 @bp.get("/<experiment_id>")
 def get_experiment(experiment_id: str) -> dict:
     """One experiment: status, progress, and summary once it has succeeded."""
-    return experiment_json(get_store().get(experiment_id, tenant=current_tenant()))
+    lang = request_language()
+    return experiment_json(get_store().get(experiment_id, tenant=current_tenant()), lang)
 
 
 @bp.post("/<experiment_id>/cancel")
 def cancel_experiment(experiment_id: str) -> tuple[dict, int]:
     """Cancel a queued run at once or ask a running one to stop; 409 once it has ended."""
-    store = get_store()
+    lang, store = request_language(), get_store()
     store.request_cancel(experiment_id, tenant=current_tenant())
-    return experiment_json(store.get(experiment_id, tenant=current_tenant())), 202
+    return experiment_json(store.get(experiment_id, tenant=current_tenant()), lang), 202
 
 
 @bp.delete("/<experiment_id>")

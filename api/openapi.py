@@ -19,6 +19,7 @@ from flask import Blueprint, current_app
 from pydantic.json_schema import models_json_schema
 
 from api import schemas
+from api.docs import ASSETS
 from api.experiments import ALWAYS, MAX_LIMIT
 from api.experiments import DEFAULT_LIMIT as EXPERIMENTS_LIMIT
 from api.sweeps import DEFAULT_LIMIT as SWEEPS_LIMIT
@@ -26,6 +27,7 @@ from api.sweeps import MAX_LIMIT as SWEEPS_MAX_LIMIT
 from api.theory import PARAMETERS as THEORY_PARAMETERS
 from api.trace_formats import FORMATS, METRICS
 from api.validation import CURSOR_PATTERN
+from shared.diagnosis_texts import LANGUAGES
 from shared.limits import LIMITS
 from shared.spec import ExperimentSpec
 from shared.store import STATUSES
@@ -137,6 +139,12 @@ def spec_body(model: str, description: str) -> dict[str, Any]:
     return {"required": True, "description": description, "content": {JSON: {"schema": ref(model)}}}
 
 
+# The answers that hold a diagnosis word it in the language asked for.
+LANG = {"name": "lang", "in": "query", "required": False, "schema": {"type": "string", "enum": list(LANGUAGES)},
+        "description": "the language of the diagnosis' words (title, explanation, reasons, advice): en or zh "
+                       "(Simplified Chinese); left out: the Accept-Language header's choice, else en"}
+
+
 def links(id_pointer: str, operations: dict[str, str], parameter: str) -> dict[str, Any]:
     """Links from an answer whose body holds an id to the operations that take it."""
     return {
@@ -172,6 +180,7 @@ def paths(components: dict[str, Any]) -> dict[str, Any]:
         "/api/v1/experiments": {
             "post": {
                 "operationId": "createExperiment", "summary": "Submit an experiment",
+                "parameters": [LANG],
                 "requestBody": spec_body("ExperimentSpec", "the spec; every field is optional"),
                 "responses": responses({202: answer(
                     "accepted: queued (or answered at once from the result cache)", "Experiment",
@@ -182,6 +191,7 @@ def paths(components: dict[str, Any]) -> dict[str, Any]:
                 "operationId": "listExperiments", "summary": "Experiments, newest first",
                 "parameters": [
                     query("status", {"type": "string", "enum": list(STATUSES)}, "only this status; left out: all"),
+                    LANG,
                     *page_parameters(EXPERIMENTS_LIMIT, MAX_LIMIT),
                 ],
                 "responses": responses({200: answer("a page of experiments", "ExperimentPage")}, (422, 503) + GUARDED),
@@ -191,7 +201,8 @@ def paths(components: dict[str, Any]) -> dict[str, Any]:
             "parameters": [experiment_id],
             "get": {
                 "operationId": "getExperiment", "summary": "One experiment",
-                "responses": responses({200: experiment}, (404, 503) + GUARDED),
+                "parameters": [LANG],
+                "responses": responses({200: experiment}, (404, 422, 503) + GUARDED),
             },
             "delete": {
                 "operationId": "deleteExperiment", "summary": "Remove an experiment and its traces",
@@ -202,7 +213,8 @@ def paths(components: dict[str, Any]) -> dict[str, Any]:
             "parameters": [experiment_id],
             "post": {
                 "operationId": "cancelExperiment", "summary": "Cancel a queued run, or stop a running one",
-                "responses": responses({202: experiment}, (404, 409, 503) + GUARDED),
+                "parameters": [LANG],
+                "responses": responses({202: experiment}, (404, 409, 422, 503) + GUARDED),
             },
         },
         "/api/v1/experiments/{experiment_id}/traces": {
@@ -245,7 +257,8 @@ def paths(components: dict[str, Any]) -> dict[str, Any]:
             "parameters": [sweep_id],
             "get": {
                 "operationId": "getSweep", "summary": "A sweep: counts, every experiment, aggregates",
-                "responses": responses({200: answer("the sweep", "Sweep")}, (404, 503) + GUARDED),
+                "parameters": [LANG],
+                "responses": responses({200: answer("the sweep", "Sweep")}, (404, 422, 503) + GUARDED),
             },
             "delete": {
                 "operationId": "deleteSweep", "summary": "Remove a sweep and its experiments",
@@ -256,7 +269,8 @@ def paths(components: dict[str, Any]) -> dict[str, Any]:
             "parameters": [sweep_id],
             "post": {
                 "operationId": "cancelSweep", "summary": "Cancel every experiment of a sweep that has not ended",
-                "responses": responses({202: answer("the sweep", "Sweep")}, (404, 409, 503) + GUARDED),
+                "parameters": [LANG],
+                "responses": responses({202: answer("the sweep", "Sweep")}, (404, 409, 422, 503) + GUARDED),
             },
         },
         "/api/v1/theory": {
@@ -285,6 +299,19 @@ def paths(components: dict[str, Any]) -> dict[str, Any]:
                 "200": {"description": "the Prometheus text exposition format",
                         "content": {"text/plain": {"schema": {"type": "string"}}}},
                 **responses({}, (401, 503)),
+            },
+        }},
+        "/docs": {"get": {"operationId": "docs", "summary": "This document in Swagger UI (offline: no CDN)",
+                          "responses": {"200": {"description": "the page",
+                                                "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+        "/docs/{name}": {"get": {
+            "operationId": "docsAsset", "summary": "A file of the Swagger UI page",
+            "parameters": [{"name": "name", "in": "path", "required": True,
+                            "schema": {"type": "string", "enum": list(ASSETS)}, "description": "the file"}],
+            "responses": {
+                "200": {"description": "the file",
+                        "content": {mimetype: {"schema": {"type": "string"}} for mimetype in ASSETS.values()}},
+                **responses({}, (404,)),
             },
         }},
         "/openapi.json": {"get": {"operationId": "openapi", "summary": "This document",

@@ -49,8 +49,10 @@ class Progress(BaseModel):
 
 class Diagnosis(Open):
     verdict: Literal["healthy", "vanishing", "exploding", "dead_units", "saturated", "diverged"]
-    reasons: list[str]
-    advice: list[str]
+    title: str = Field(description="the verdict's name, in the answer's language (?lang= or Accept-Language)")
+    explanation: str = Field(description="what the verdict means, in the answer's language")
+    reasons: list[str] = Field(description="what the traces showed, with the numbers, in the answer's language")
+    advice: list[str] = Field(description="what to try, in the answer's language")
 
 
 class Summary(Open):

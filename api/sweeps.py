@@ -18,10 +18,12 @@ from kombu.exceptions import OperationalError
 from pydantic import ValidationError
 
 from api.errors import ApiError, handle_http_exception, queue_full
+from api.language import localize_summary, request_language
 from api.resources import current_tenant, get_resources, get_store
 from api.validation import encode_cursor, error_details, json_body, query_cursor, query_int, validation_failed
 from shared.cache import ResultCache
 from shared.celery_app import RUN_TASK
+from shared.diagnosis_texts import DEFAULT
 from shared.limits import LIMITS
 from shared.spec import RULE_KINDS, ExperimentSpec
 from shared.sweeps import SweepInvalid, SweepNotFound, Sweeps, aggregate, check_grid, counts, expand, row, state
@@ -139,9 +141,12 @@ def send_runs(celery: Celery, experiments: list[tuple[str, str]]) -> None:
             celery.send_task(RUN_TASK, args=[experiment_id], task_id=experiment_id, queue=queue, producer=producer)
 
 
-def sweep_json(sweep: dict, records: list[dict]) -> dict[str, Any]:
-    """The public view of a sweep: its state, counts, every experiment, and the aggregate over seeds."""
+def sweep_json(sweep: dict, records: list[dict], lang: str = DEFAULT) -> dict[str, Any]:
+    """The public view of a sweep: its state, counts, every experiment (its diagnosis in `lang`), and the
+    aggregate over seeds."""
     rows = [row(record) for record in records]
+    for item, record in zip(rows, records):
+        item["summary"] = localize_summary(item["summary"], record["spec"], lang)
     found = counts([record["status"] for record in records])
     return {**_head(sweep, found), "experiments": rows, "aggregate": aggregate(rows)}
 
@@ -218,19 +223,19 @@ def list_sweeps() -> dict:
 @bp.get("/<sweep_id>")
 def get_sweep(sweep_id: str) -> dict:
     """The sweep with every experiment's point, status, verdict and figures, and the aggregate over seeds."""
-    sweeps = Sweeps(get_store())
+    lang, sweeps = request_language(), Sweeps(get_store())
     sweep = sweeps.get(sweep_id, tenant=current_tenant())
-    return sweep_json(sweep, sweeps.records(sweep))
+    return sweep_json(sweep, sweeps.records(sweep), lang)
 
 
 @bp.post("/<sweep_id>/cancel")
 def cancel_sweep(sweep_id: str) -> tuple[dict, int]:
     """Cancel the queued experiments and stop the running ones; 409 when every one has ended."""
-    sweeps, tenant = Sweeps(get_store()), current_tenant()
+    lang, sweeps, tenant = request_language(), Sweeps(get_store()), current_tenant()
     if not sweeps.cancel(sweep_id, tenant=tenant):
         raise ApiError(409, f"sweep {sweep_id} has nothing left to cancel: every experiment has ended or is stopping")
     sweep = sweeps.get(sweep_id, tenant=tenant)
-    return sweep_json(sweep, sweeps.records(sweep)), 202
+    return sweep_json(sweep, sweeps.records(sweep), lang), 202
 
 
 @bp.delete("/<sweep_id>")

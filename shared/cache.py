@@ -45,7 +45,7 @@ NOT_INPUTS = ("name", "cache", "device")
 # The code that decides a run's traces and summary: the worker package whole (its sources,
 # compiled or not) and the shared modules that the worker computes with.
 RESULT_PACKAGES = ("worker",)
-RESULT_MODULES = ("shared.spec", "shared.traces", "shared.diagnosis", "shared.theory")
+RESULT_MODULES = ("shared.spec", "shared.traces", "shared.diagnosis", "shared.diagnosis_texts", "shared.theory")
 SOURCE_SUFFIXES = (".py", ".c", ".h", ".cpp", ".cu")
 
 # KEYS: the new record, the source record, the queued set, the stats, then the source's trace keys and

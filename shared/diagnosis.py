@@ -4,6 +4,11 @@ Rules are checked in order of what most needs fixing first, causes before
 symptoms: a run that diverged is reported as such even if its units also died on
 the way; dead or saturated units before the exploding or vanishing gradient they
 cause. Each finding carries a spec change that can be submitted as is.
+
+A finding's reasons and advice are texts of shared/diagnosis_texts.py by name, with their
+numbers: the summary stores them in English, and `explain` words a stored verdict again, in
+any language, from the run's spec and evidence alone, so old and cached records read the
+same figures in every language.
 """
 
 import math
@@ -13,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from pydantic import ValidationError
 
+from shared.diagnosis_texts import DEFAULT, Text, render, verdict_text
 from shared.spec import ExperimentSpec
 
 VERDICTS = ("healthy", "vanishing", "exploding", "dead_units", "saturated", "diverged")
@@ -61,18 +67,14 @@ def effective_activation(spec: ExperimentSpec) -> str:
 @dataclass
 class Finding:
     verdict: str
-    reasons: list[str]
-    advice: list[str] = field(default_factory=list)
+    reasons: list[Text]
+    advice: list[Text] = field(default_factory=list)
     fix: dict = field(default_factory=dict)  # spec fields to change
 
 
 def _number(value: float) -> float | None:
     value = float(value)
     return value if math.isfinite(value) else None
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3g}"
 
 
 def _ratio(row: np.ndarray, depth: int) -> float | None:
@@ -131,35 +133,33 @@ def _time_ratio(row: np.ndarray) -> float | None:
     return first / last
 
 
-def _ratios(found: dict) -> str:
-    return (
-        f"at step 0 the first hidden layer's weight gradient is {_fmt(found.get('step0_grad_ratio'))}x the last "
-        f"hidden layer's, and the backpropagated signal {_fmt(found.get('step0_signal_ratio'))}x"
-    )
+def _ratios(key: str, found: dict, **more: float | None) -> Text:
+    """A text that opens with the step-0 ratios of the first hidden layer to the last."""
+    return Text(key, {"grad": found.get("step0_grad_ratio"), "signal": found.get("step0_signal_ratio"), **more})
 
 
-def _time_ratios(found: dict) -> str:
-    return (
-        f"the gradient at the first time step's hidden state is {_fmt(found.get('step0_time_ratio'))}x that at the "
-        f"last at step 0, and {_fmt(found.get('final_time_ratio'))}x at the last traced step"
-    )
+def _time_ratios(key: str, found: dict) -> Text:
+    """A text that opens with the ratios of the first time step's gradient to the last's."""
+    return Text(key, {"step0": found.get("step0_time_ratio"), "final": found.get("final_time_ratio")})
 
 
-def _smaller_lr(spec: ExperimentSpec) -> str:
-    return f"lower the learning rate (try lr {spec.lr / 10:.3g})"
+def _smaller_lr(spec: ExperimentSpec, key: str = "smaller_lr") -> Text:
+    return Text(key, {"lr": spec.lr / 10})
+
+
+CLIP_NORM = Text("clip_norm")
 
 
 def _diverged(spec: ExperimentSpec, found: dict) -> Finding | None:
     if "diverged_step" not in found:
         return None
-    reasons = [f"the loss became NaN or infinite at step {found['diverged_step']}"]
+    reasons = [Text("diverged_at", {"step": found["diverged_step"]})]
     if _above(found.get("grad_norm_growth"), 1):
-        reasons.append(f"the global gradient norm grew {_fmt(found['grad_norm_growth'])}x before that")
-    advice = [_smaller_lr(spec), "clip gradients by norm (clipping: {\"mode\": \"norm\", \"threshold\": 1.0})",
-              "add normalization (norm: batchnorm)"]
+        reasons.append(Text("growth_before", {"growth": found["grad_norm_growth"]}))
+    advice = [_smaller_lr(spec), CLIP_NORM, Text("batchnorm")]
     if spec.arch == "rnn" and spec.clipping is None:
         # Pascanu et al. (2013): a recurrent net's gradient explodes through time; clipping rescues it.
-        return Finding("diverged", reasons, [advice[1], advice[0], "use init: orthogonal"], {"clipping": NORM_CLIPPING})
+        return Finding("diverged", reasons, [advice[1], advice[0], Text("orthogonal")], {"clipping": NORM_CLIPPING})
     return Finding("diverged", reasons, advice, {"lr": spec.lr / 10})
 
 
@@ -168,13 +168,8 @@ def _dead_units(spec: ExperimentSpec, found: dict) -> Finding | None:
         _above(found.get("dead_fraction_mean"), DEAD_MEAN) or (found.get("dead_fraction_max") or 0) >= DEAD_LAYER
     ):
         return None
-    reasons = [
-        f"at the end {_fmt(100 * found['dead_fraction_mean'])}% of hidden units (mean over layers) output zero "
-        f"or less for every example; the worst layer has {_fmt(100 * found['dead_fraction_max'])}% dead"
-    ]
-    advice = ["use leaky_relu (or elu/gelu), whose gradient is never exactly zero",
-              _smaller_lr(spec) + ": large updates push units into the dead zone",
-              "use kaiming_normal initialization (zero biases)"]
+    reasons = [Text("dead", {"mean": 100 * found["dead_fraction_mean"], "worst": 100 * found["dead_fraction_max"]})]
+    advice = [Text("leaky_relu"), _smaller_lr(spec, "smaller_lr_dead"), Text("kaiming_dead")]
     fix = {"activation": "leaky_relu"} if spec.activation == "relu" else {"lr": spec.lr / 10}
     return Finding("dead_units", reasons, advice, fix)
 
@@ -184,13 +179,10 @@ def _saturated(spec: ExperimentSpec, found: dict) -> Finding | None:
     if activation not in SATURATING or not _above(found.get("saturated_fraction_mean"), SATURATED_MEAN):
         return None
     reasons = [
-        f"{_fmt(100 * found['saturated_fraction_mean'])}% of hidden {activation} activations sit where the "
-        "derivative is below 1% of its maximum: the gradient cannot pass them",
-        _ratios(found),
+        Text("saturated", {"share": 100 * found["saturated_fraction_mean"], "activation": activation}),
+        _ratios("ratios", found),
     ]
-    advice = ["use xavier initialization: it keeps pre-activations in the activation's linear range",
-              "add normalization before the activation (norm: batchnorm)",
-              "or switch to relu with kaiming initialization"]
+    advice = [Text("xavier"), Text("batchnorm_before"), Text("or_relu")]
     fix = {"init": "xavier_normal"} if not spec.init.startswith("xavier") else {"norm": "batchnorm"}
     return Finding("saturated", reasons, advice, fix)
 
@@ -207,17 +199,15 @@ def _exploding(spec: ExperimentSpec, found: dict) -> Finding | None:
         return None
     reasons = []
     if by_depth:
-        reasons.append(_ratios(found) + ": the gradient grows on its way back to the input")
+        reasons.append(_ratios("ratios_grow", found))
     if by_time:
-        reasons.append(_time_ratios(found) + ": the gradient grows on its way back through time")
+        reasons.append(_time_ratios("time_grow", found))
     if by_growth:
-        reasons.append(f"the global gradient norm grew {_fmt(found['grad_norm_growth'])}x during training")
-    advice = ["use an initialization that keeps the signal's scale: xavier for tanh/sigmoid, kaiming for ReLU",
-              "clip gradients by norm (clipping: {\"mode\": \"norm\", \"threshold\": 1.0})", _smaller_lr(spec)]
+        reasons.append(Text("growth_during", {"growth": found["grad_norm_growth"]}))
+    advice = [Text("matched_init"), CLIP_NORM, _smaller_lr(spec)]
     if spec.arch == "rnn":
         # Pascanu et al. (2013): clipping is the rescue from exploding gradients through time.
-        advice = ["clip gradients by norm (clipping: {\"mode\": \"norm\", \"threshold\": 1.0})",
-                  "use a smaller or orthogonal recurrent initialization (init: orthogonal)", _smaller_lr(spec)]
+        advice = [CLIP_NORM, Text("recurrent_init"), _smaller_lr(spec)]
         if spec.clipping is None:
             fix = {"clipping": NORM_CLIPPING}
         elif spec.init != "orthogonal":
@@ -241,19 +231,14 @@ def _vanishing(spec: ExperimentSpec, found: dict) -> Finding | None:
     if not (by_depth or by_time):
         return None
     if by_time and not by_depth:
-        reasons = [_time_ratios(found) + ": the gradient fades on its way back through time, so early inputs "
-                   "cannot be learned"]
-        advice = ["use an lstm or gru cell, whose gates can carry the gradient across time steps",
-                  "use orthogonal initialization (init: orthogonal), which keeps the recurrent gain near 1",
-                  "use shorter sequences"]
+        reasons = [_time_ratios("time_fade", found)]
+        advice = [Text("gated_cell"), Text("orthogonal_gain"), Text("shorter_sequences")]
         return Finding("vanishing", reasons, advice, _recurrent_fix(spec))
     per_layer = signal ** (-1 / (found["depth"] - 1)) if signal else None
-    reasons = [_ratios(found) + f": the signal shrinks about {_fmt(per_layer)}x per layer on its way back"]
+    reasons = [_ratios("ratios_shrink", found, per_layer=per_layer)]
     if found.get("final_grad_ratio") is not None:
-        reasons.append(f"at the last traced step the weight-gradient ratio is {_fmt(found['final_grad_ratio'])}")
-    advice = ["use relu (or another ReLU-family activation) with kaiming initialization",
-              "add normalization (norm: batchnorm) or residual connections (residual: true)",
-              "use fewer layers"]
+        reasons.append(Text("final_ratio", {"ratio": found["final_grad_ratio"]}))
+    advice = [Text("relu_kaiming"), Text("batchnorm_or_residual"), Text("fewer_layers")]
     if spec.arch == "rnn":
         fix = _recurrent_fix(spec)
     elif spec.activation in SATURATING:
@@ -277,13 +262,14 @@ def _recurrent_fix(spec: ExperimentSpec) -> dict:
 
 
 def _healthy(spec: ExperimentSpec, found: dict) -> Finding:
-    reasons = [_ratios(found) + ": the gradient reaches every layer"] if found["depth"] >= 2 else []
+    reasons = [_ratios("ratios_reach", found)] if found["depth"] >= 2 else []
     return Finding("healthy", reasons)
 
 
-RULES: tuple[Callable[[ExperimentSpec, dict], Finding | None], ...] = (
-    _diverged, _dead_units, _saturated, _exploding, _vanishing,
-)
+RULES: dict[str, Callable[[ExperimentSpec, dict], Finding | None]] = {
+    "diverged": _diverged, "dead_units": _dead_units, "saturated": _saturated,
+    "exploding": _exploding, "vanishing": _vanishing,
+}
 
 
 def _suggested_spec(spec: ExperimentSpec, fix: dict) -> dict | None:
@@ -296,26 +282,54 @@ def _suggested_spec(spec: ExperimentSpec, fix: dict) -> dict | None:
         return None
 
 
-def diagnose(spec: ExperimentSpec, trace: dict[str, np.ndarray], diverged_step: int | None) -> dict:
-    """The verdict, the reasons with their numbers, the advice, the evidence and a spec to try next."""
-    found = evidence(trace, diverged_step)
-    finding = next((f for rule in RULES if (f := rule(spec, found)) is not None), None) or _healthy(spec, found)
+def _with_remarks(spec: ExperimentSpec, found: dict, finding: Finding) -> Finding:
+    """The finding with what holds whatever the verdict: how the loss moved, and clipping that always acted."""
     first, last = found.get("loss_first"), found.get("loss_last")
     if finding.verdict != "diverged" and first is not None and last is not None:
-        finding.reasons.append(f"the loss went from {_fmt(first)} to {_fmt(last)}")
+        finding.reasons.append(Text("loss", {"first": first, "last": last}))
         if finding.verdict == "healthy" and last > first * (1 - STALLED):
-            finding.advice.append("the loss barely moved: try a larger learning rate, adam, or more steps")
+            finding.advice.append(Text("stalled"))
     if spec.clipping is not None and _above(found.get("clipped_share"), CLIPPED_MOSTLY):
-        finding.reasons.append(
-            f"clipping changed the gradient on {_fmt(100 * found['clipped_share'])}% of traced steps (median "
-            f"gradient norm {_fmt(found.get('grad_norm_median'))}, threshold {_fmt(spec.clipping.threshold)})"
-        )
-        finding.advice.append("the clipping threshold sits below the usual gradient norm: it acts as a smaller "
-                              "learning rate; raise it if training is slow")
+        finding.reasons.append(Text("clipped", {
+            "share": 100 * found["clipped_share"], "median": found.get("grad_norm_median"),
+            "threshold": spec.clipping.threshold,
+        }))
+        finding.advice.append(Text("clip_too_low"))
+    return finding
+
+
+def find(spec: ExperimentSpec, found: dict) -> Finding:
+    """The first rule that matches the evidence, or healthy, with the remarks that hold whatever the verdict."""
+    finding = next((f for rule in RULES.values() if (f := rule(spec, found)) is not None), None)
+    return _with_remarks(spec, found, finding or _healthy(spec, found))
+
+
+def diagnose(spec: ExperimentSpec, trace: dict[str, np.ndarray], diverged_step: int | None) -> dict:
+    """The verdict, the reasons with their numbers, the advice (in English), the evidence and a spec to try next."""
+    found = evidence(trace, diverged_step)
+    finding = find(spec, found)
     return {
         "verdict": finding.verdict,
-        "reasons": finding.reasons,
-        "advice": finding.advice,
+        "reasons": [render(text) for text in finding.reasons],
+        "advice": [render(text) for text in finding.advice],
         "evidence": found,
         "suggested_spec": _suggested_spec(spec, finding.fix),
+    }
+
+
+def explain(verdict: str, spec: ExperimentSpec, found: dict, lang: str = DEFAULT) -> dict | None:
+    """A stored verdict in words: title, explanation, reasons and advice in `lang`, from the spec and the
+    evidence that decided it. None where the rule no longer finds that verdict in that evidence (a record
+    of older rules): its stored words stand."""
+    rule = RULES.get(verdict) if verdict != "healthy" else _healthy
+    finding = rule(spec, found) if rule is not None else None
+    if finding is None:
+        return None
+    finding = _with_remarks(spec, found, finding)
+    title, explanation = verdict_text(verdict, lang)
+    return {
+        "title": title,
+        "explanation": explanation,
+        "reasons": [render(text, lang) for text in finding.reasons],
+        "advice": [render(text, lang) for text in finding.advice],
     }

@@ -45,7 +45,11 @@ def test_get_follows_the_worker(client, store):
     assert store.finish(experiment_id, "token", "succeeded", summary=summary, step=10)
     done = client.get(f"{URL}/{experiment_id}").get_json()
     assert done["status"] == "succeeded"
-    assert done["summary"] == summary
+    # The stored summary, and the verdict's title and explanation in the answer's language (English).
+    diagnosis = {"verdict": "healthy", "title": "Healthy", "explanation": done["summary"]["diagnosis"]["explanation"],
+                 "reasons": [], "advice": []}
+    assert done["summary"] == {**summary, "diagnosis": diagnosis}
+    assert "gradient reaches every layer" in diagnosis["explanation"]
     assert done["finished_at"] and done["error"] is None
 
 

@@ -183,3 +183,35 @@ def test_401_and_503_are_one_line_each(guarded_url):
 def _text(done: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     """A run captured as bytes, with its output decoded."""
     return subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(), done.stderr.decode())
+
+
+def test_the_diagnosis_of_a_real_run_in_chinese_through_the_api_and_show(env, finished, api_url):  # noqa: F811
+    from tests.api.test_language import CJK
+    from api.cli_views import columns as columns_of
+    from tests.shared.test_diagnosis_texts import numbers
+
+    experiment_id, english = finished["record"]["id"], finished["record"]["summary"]["diagnosis"]
+    request = urllib.request.Request(f"{api_url}/api/v1/experiments/{experiment_id}",
+                                     headers={"Accept-Language": "zh-CN,zh;q=0.9"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.headers["Content-Language"] == "zh-Hans"
+        chinese = json.load(response)["summary"]["diagnosis"]
+    assert chinese["verdict"] == english["verdict"] and CJK.search(chinese["title"])
+    for key in ("reasons", "advice"):
+        assert len(chinese[key]) == len(english[key]) and chinese[key]
+        for en, zh in zip(english[key], chinese[key]):
+            assert numbers(en) == numbers(zh) and CJK.search(zh), (en, zh)
+
+    utf8 = {**env, "PYTHONIOENCODING": "utf-8", "LC_ALL": "", "LC_MESSAGES": ""}
+    done = gradtrace("show", experiment_id, "--lang", "zh", env={**utf8, "LANG": "C.UTF-8"})
+    assert done.returncode == 0, done.stderr
+    assert f"判定：{chinese['verdict']}（{chinese['title']}）" in done.stdout
+    assert all(columns_of(line) <= 80 for line in done.stdout.splitlines())
+    words = "".join(done.stdout.split())  # wrapped to the terminal's width, between any two characters
+    assert all("".join(text.split()) in words for text in chinese["reasons"] + chinese["advice"])
+    assert "死亡单元与饱和激活" in done.stdout
+
+    # The locale says the same as --lang; --lang wins over it.
+    assert gradtrace("show", experiment_id, env={**utf8, "LANG": "zh_CN.UTF-8"}).stdout == done.stdout
+    english_status = gradtrace("status", experiment_id, "--lang", "en", env={**utf8, "LANG": "zh_CN.UTF-8"})
+    assert f"verdict: {english['verdict']}" in english_status.stdout and not CJK.search(english_status.stdout)

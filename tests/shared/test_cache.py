@@ -57,6 +57,7 @@ def test_the_default_version_is_this_process_code_version():
 def test_the_code_version_covers_the_training_code_and_the_shared_modules_it_computes_with():
     names = [name for name, _ in cache._source_files()]
     for name in ("worker/train.py", "worker/tracer.py", "worker/runner.py", "shared.spec", "shared.diagnosis",
+                 "shared.diagnosis_texts",
                  "shared.theory", "shared.traces"):
         assert name in names
     assert not [name for name in names if "__pycache__" in name]
