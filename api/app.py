@@ -5,7 +5,8 @@ from typing import Any
 
 from flask import Flask
 
-from api import auth, errors, experiments, health, logs, metrics, openapi, resources, sweeps, theory, validation, workers
+from api import (auth, dashboard, errors, experiments, health, logs, metrics, openapi, resources, sweeps, theory,
+                 validation, workers)
 from shared.settings import Settings
 
 # Where `gradtrace api` looks when REDIS_URL is unset: a Redis on this host.
@@ -57,4 +58,5 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(theory.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(metrics.bp)
+    app.register_blueprint(dashboard.bp)
     return app
