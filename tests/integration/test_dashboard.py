@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright import sync_api
 
 from tests.conftest import free_port
 
@@ -31,7 +32,6 @@ SWEEP = {"base": {"depth": 4, "width": 8, "steps": 4, "dataset": "random"},
          "grid": {"activation": ["relu", "sigmoid"], "init": ["default", "kaiming_normal"]}}
 TIMEOUT_MS = 15_000
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extra)")
 
 
 def call(url: str, method: str = "GET", body: dict | None = None) -> dict:
@@ -51,13 +51,12 @@ def wait_finished(url: str, timeout: float = 60) -> dict:
         time.sleep(0.2)
 
 
-@pytest.fixture(scope="module")
-def base_url(live_redis_url, worker_process) -> Iterator[str]:
-    """`gradtrace api` (gunicorn, one process) on a free port, as a user starts it."""
+def start_api(redis_url: str, **env: str) -> tuple[subprocess.Popen, str]:
+    """`gradtrace api` (gunicorn, one process) on a free port, as a user starts it; answers once ready."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-c", "from api.cli import main; main()", "api", "--port", str(port), "--processes", "1"],
-        cwd=ROOT, env={**os.environ, "REDIS_URL": live_redis_url},
+        cwd=ROOT, env={**os.environ, "REDIS_URL": redis_url, **env},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
@@ -65,13 +64,22 @@ def base_url(live_redis_url, worker_process) -> Iterator[str]:
     while True:
         try:
             urllib.request.urlopen(url + "/readyz", timeout=2).close()
-            break
+            return process, url
         except OSError:
             assert process.poll() is None and time.monotonic() < deadline, "gradtrace api did not start"
             time.sleep(0.1)
-    yield url
+
+
+def stop_api(process: subprocess.Popen) -> None:
     process.terminate()
     process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def base_url(live_redis_url, worker_process) -> Iterator[str]:
+    process, url = start_api(live_redis_url)
+    yield url
+    stop_api(process)
 
 
 @pytest.fixture(scope="module")
@@ -228,3 +236,43 @@ def test_labels_in_chinese(page, base_url):
     page.locator("#lessons h2").filter(has_text="课程").wait_for()
     assert page.inner_text("#submit-button") == "提交"
     assert page.errors == []
+
+
+def test_rnn_page_draws_the_gradient_through_time(page, base_url):
+    spec = {"arch": "rnn", "depth": 1, "width": 8, "seq_len": 5, "steps": 3}
+    created = call(f"{base_url}/api/v1/experiments", "POST", spec)
+    record = wait_finished(f"{base_url}/api/v1/experiments/{created['id']}")
+    traces = call(f"{base_url}/api/v1/experiments/{created['id']}/traces")
+    page.goto(f"{base_url}/#/experiments/{created['id']}")
+    page.locator("#verdict").wait_for()
+    page.wait_for_function("document.getElementById('plot-time').data !== undefined")
+    assert page.is_visible("#box-time")
+    time_plot = plot_data(page, "plot-time")[0]
+    assert len(time_plot["z"]) == spec["seq_len"] and all(len(row) == len(traces["steps"]) for row in time_plot["z"])
+    assert math.isclose(time_plot["z"][0][0], math.log10(traces["time_grad_norm"][0][0]), rel_tol=1e-9)
+    if not record["summary"]["theory"]["applies"]:  # no prediction for an RNN: the page says why
+        page.locator(".theory-note").filter(has_text=record["summary"]["theory"]["note"][:20]).wait_for()
+    assert page.errors == []
+
+
+def test_with_tokens_the_page_asks_for_one_and_keeps_it(page, live_redis_url, worker_process):
+    token = "dash-token-7f3e9a1c5b2d"
+    process, url = start_api(live_redis_url, GRADTRACE_API_TOKENS=token)
+    try:
+        page.goto(url + "/")
+        page.locator("#token-form").wait_for(state="visible")
+        assert "token" in page.inner_text("#notice")
+        # Chromium logs the 401 answers in the console: those, and only those, are expected here.
+        assert page.errors and all("401" in error for error in page.errors)
+        page.errors.clear()
+        page.fill("#token-input", token)
+        page.click("#token-form button")
+        page.locator(".run-lesson").first.wait_for()
+        assert page.evaluate("localStorage.getItem('gradtrace.token')") == token
+        page.reload()
+        page.locator(".run-lesson").first.wait_for()
+        page.locator("#experiments-table tbody tr").first.wait_for()
+        assert page.is_hidden("#token-form")
+        assert page.errors == []
+    finally:
+        stop_api(process)
