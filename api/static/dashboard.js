@@ -319,6 +319,7 @@ async function showSweeps(section) {
   const list = el("ul", { id: "sweeps-list" }, sweeps.map((sweep) => el("li", {},
     el("a", { href: `#/sweeps/${sweep.id}`, text: sweep.name || sweep.id.slice(0, 8) }),
     ` ${t(`status.${sweep.status}`)} · ${sweep.size} ${t("list.size")} · ${Object.keys(sweep.grid).join(" × ")}`)));
+  if (!sweeps.length) list.append(el("li", { class: "muted", text: t("list.no_sweeps") }));
   section.querySelector("ul")?.remove();
   section.append(list);
   return sweeps;
@@ -545,8 +546,8 @@ const VERDICTS = ["healthy", "vanishing", "exploding", "dead_units", "saturated"
 
 function drawGrids(sweep) {
   const axes = gridAxes(sweep);
-  const layout = (title) => ({ title: { text: title }, xaxis: { title: { text: axes.x }, type: "category" },
-    yaxis: { title: { text: axes.y || "" }, type: "category" } });
+  const layout = (title) => ({ title: { text: title }, xaxis: { title: { text: axes.x }, type: "category", automargin: true },
+    yaxis: { title: { text: axes.y || "" }, type: "category", automargin: true } });
   const ratio = cellsOf(sweep, axes, (row) => log10(row.step0_grad_ratio));
   plot("grid-ratio", [{ type: "heatmap", x: ratio.xs, y: ratio.ys, z: ratio.z, colorscale: "RdBu", zmid: 0,
     text: ratio.z.map((r) => r.map((v) => fmt(v, 1))), texttemplate: "%{text}" }], layout(t("sweep.ratio")));
