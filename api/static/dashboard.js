@@ -344,12 +344,20 @@ async function experimentPage(main, id) {
   const draw = () => drawExperiment(record, traces, boxes, stepsInput);
   stepsInput.addEventListener("change", draw);
   await poll(async () => {
-    [record, traces] = await Promise.all([api(`/api/v1/experiments/${id}`), api(`/api/v1/experiments/${id}/traces`)]);
+    record = await api(`/api/v1/experiments/${id}`);
+    traces = await api(`/api/v1/experiments/${id}/traces?metrics=${drawnMetrics(record).join(",")}`);
     showHead(head, record);
     showDiagnosis(diagnosis, record);
     draw();
     return !FINISHED.includes(record.status);
   });
+}
+
+// Only what the page draws: a long run's trace has four more per-layer metrics it would not use.
+function drawnMetrics(record) {
+  const metrics = ["grad_norm", "act_grad_norm", "dead_fraction", "saturated_fraction", "loss", "accuracy",
+    "total_grad_norm", "clipped"];
+  return record.spec.arch === "rnn" ? [...metrics, "time_grad_norm"] : metrics;
 }
 
 function showHead(section, record) {
