@@ -19,7 +19,8 @@ def test_the_page_and_every_file_it_names_are_served(client):
     html = page.get_data(as_text=True)
     # /docs is the API's own page (README: Bad input and OpenAPI), linked from the header.
     named = [path for path in re.findall(r'(?:src|href)="(/[^"]+)"', html) if path != "/docs"]
-    assert set(named) == {"/static/dashboard.css", "/vendor/plotly.min.js", "/static/i18n.js", "/static/dashboard.js"}
+    assert set(named) == {"/static/dashboard.css", "/vendor/plotly.min.js", "/static/i18n.js", "/static/dashboard.js",
+                          "/static/home.js", "/static/experiment.js", "/static/sweep.js"}
     for path in named:
         response = client.get(path)
         assert response.status_code == 200 and len(response.get_data()) > 100, path
@@ -60,6 +61,6 @@ def test_every_label_is_in_english_and_chinese_and_every_used_label_exists():
     english, chinese = catalog("en"), catalog("zh")
     assert english.keys() == chinese.keys()
     assert all(chinese[key] and chinese[key] != english[key] for key in english if not key.startswith("col.id"))
-    used = set(re.findall(r'\bt\("([a-z_.]+)"', (STATIC / "dashboard.js").read_text()))
+    used = {key for script in STATIC.glob("*.js") for key in re.findall(r'\bt\("([a-z_.]+)"', script.read_text())}
     used |= set(re.findall(r'data-i18n="([a-z_.]+)"', (STATIC / "index.html").read_text()))
     assert used and used <= english.keys()
