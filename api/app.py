@@ -6,8 +6,8 @@ from typing import Any
 from flask import Flask
 
 from api import (
-    auth, docs, errors, experiments, health, language, logs, metrics, openapi, resources, sweeps, theory, validation,
-    workers,
+    auth, dashboard, docs, errors, experiments, health, language, logs, metrics, openapi, resources, sweeps, theory,
+    validation, workers,
 )
 from shared.settings import Settings
 
@@ -62,4 +62,5 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(openapi.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(docs.bp)
+    app.register_blueprint(dashboard.bp)
     return app

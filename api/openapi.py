@@ -287,6 +287,24 @@ def paths(components: dict[str, Any]) -> dict[str, Any]:
                 "responses": responses({200: answer("the live nodes", "Workers")}, (503,) + GUARDED),
             },
         },
+        "/api/v1/lessons": {
+            "get": {
+                "operationId": "listLessons", "summary": "The lessons of examples/, each with the body that submits it",
+                "responses": responses({200: {"description": "the lessons in teaching order; POST `body` to "
+                                                             "/api/v1/experiments or /api/v1/sweeps by `kind`",
+                                              "content": {JSON: {"schema": {"type": "object"}}}}},
+                                       (503,) + GUARDED),
+            },
+        },
+        "/": {"get": {"operationId": "dashboard", "summary": "The web dashboard (README: Dashboard)",
+                      "responses": {"200": {"description": "the page",
+                                            "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+        "/vendor/plotly.min.js": {"get": {
+            "operationId": "plotlyJs", "summary": "The dashboard's plotting library, from the installed plotly package",
+            "responses": {"200": {"description": "JavaScript",
+                                  "content": {"text/javascript": {"schema": {"type": "string"}}}},
+                          **responses({}, (404,))},
+        }},
         "/healthz": {"get": {"operationId": "healthz", "summary": "Liveness (no Redis)",
                              "responses": responses({200: answer("alive", "Health")}, ())}},
         "/readyz": {"get": {"operationId": "readyz", "summary": "Readiness: Redis answers",

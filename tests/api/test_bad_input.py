@@ -252,9 +252,9 @@ def method_rows() -> list[Bad]:
              ("get", EXP + "/{exp}/cancel"), ("delete", EXP + "/{exp}/cancel"), ("post", EXP + "/{exp}/traces"),
              ("put", SWEEPS), ("delete", SWEEPS), ("post", SWEEPS + "/{sweep}"), ("get", SWEEPS + "/{sweep}/cancel"),
              ("post", THEORY), ("post", "/api/v1/workers"), ("post", "/healthz"), ("delete", "/readyz"),
-             ("post", "/openapi.json")]
+             ("post", "/openapi.json"), ("post", "/"), ("post", "/api/v1/lessons")]
     rows = [Bad(f"{method} {path}", method, path, 405, content_type=None) for method, path in wrong]
-    unknown = ["/", "/api", "/api/v1", "/api/v1/experimentz", EXP + "/", EXP + "/{exp}/nope", "//api/v1/experiments",
+    unknown = ["/nope", "/api", "/api/v1", "/api/v1/experimentz", EXP + "/", EXP + "/{exp}/nope", "//api/v1/experiments",
                "/api/v2/experiments", "/docs/../healthz/x", "/api/v1/sweeps/{sweep}/experiments", "/" + "x" * 10_000]
     return rows + [Bad(f"GET {path[:40]}", "get", path, 404) for path in unknown]
 

@@ -20,7 +20,7 @@ def assert_json_error(response, status: int, code: str) -> dict:
     return error
 
 
-@pytest.mark.parametrize("path", ["/", "/api/v1", "/api/v1/experiment", f"{URL}/{SOME_ID}/nope", "/api/v2/experiments"])
+@pytest.mark.parametrize("path", ["/nope", "/api/v1", "/api/v1/experiment", f"{URL}/{SOME_ID}/nope", "/api/v2/experiments"])
 def test_unknown_routes_are_404_json(client, path):
     assert_json_error(client.get(path), 404, "not_found")
 

@@ -57,6 +57,7 @@ ROUTES = {
     ("DELETE", "/api/v1/sweeps/<sweep_id>"): "404 to others",
     ("GET", "/api/v1/workers"): "shows its tenant's runs only",
     ("GET", "/api/v1/theory"): "no tenant data; needs a token",
+    ("GET", "/api/v1/lessons"): "no tenant data; needs a token",
 }
 
 
