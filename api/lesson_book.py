@@ -27,6 +27,12 @@ class Lesson:
     figure: str  # what to look at, in the dashboard's plots and the trace's metrics
     claims: tuple[Claim, ...]
 
+    def listing(self, lang: str = "en") -> dict[str, str]:
+        """The lesson as the dashboard lists it, its words in `lang` (en or zh)."""
+        title, summary, figure = CHINESE[self.name] if lang == "zh" else (self.title, self.summary, self.figure)
+        return {"name": self.name, "title": title, "summary": summary, "figure": figure,
+                "file": self.file, "notes": self.notes}
+
     @property
     def file(self) -> str:
         return f"{self.name}.json"
@@ -34,10 +40,6 @@ class Lesson:
     @property
     def notes(self) -> str:
         return f"{self.name}.md"
-
-    def listing(self) -> dict[str, str]:
-        return {"name": self.name, "title": self.title, "summary": self.summary, "figure": self.figure,
-                "file": self.file, "notes": self.notes}
 
 
 def verdict(point: str, *verdicts: str) -> Callable[[Figures], bool]:
@@ -184,3 +186,51 @@ CNN_CHANNELS = Lesson(
 )
 
 LESSONS = (VANISHING_SIGMOID, ACTIVATIONS, XAVIER_VS_HE, BATCHNORM_SIGMOID, CLIPPING_RNN, DYING_RELU, CNN_CHANNELS)
+
+# The lessons' title, summary and figure in Chinese, for the dashboard's `?lang=zh`: the lessons came from a
+# Chinese-language introduction. Metric names stay as the API spells them.
+CHINESE = {
+    "vanishing-sigmoid": (
+        "梯度消失：穿过 20 层的 sigmoid",
+        "一个使用 Xavier 初始化的 20 层 sigmoid MLP：梯度在反向传播中每层缩小约 4 倍，最前面的层只得到最后一层约"
+        " 1e-12 的梯度，网络什么也学不到。",
+        "第 0 步的梯度流图（各层 grad_norm 与 act_grad_norm 随深度的变化，对数坐标）：一条每层下降约 0.6"
+        " 个数量级的直线，与理论预测重合",
+    ),
+    "activations": (
+        "激活函数对照：ReLU、Leaky ReLU、sigmoid、tanh、GELU、Swish",
+        "同一个使用 He 初始化的 20 层网络换用六种激活函数：只有 sigmoid 的梯度彻底消失；Swish/SiLU 的梯度衰减约"
+        " 100 倍，其余的都能传到第一层。",
+        "按第 0 步梯度比和最终损失着色的扫描网格；六次运行第 0 步 act_grad_norm 曲线的叠加",
+    ),
+    "xavier-vs-he": (
+        "Xavier 与 He 初始化：配 ReLU 与配 tanh",
+        "He 初始化让 20 层 ReLU 网络的梯度保持在原有量级，而 Xavier 初始化使梯度的平方每层减半；Xavier 适合"
+        " tanh，He 初始化则让 tanh 的梯度朝输入方向增大。",
+        "四次运行第 0 步的梯度流图（各层 act_grad_norm，对数坐标）及理论预测；按第 0 步梯度比着色的网格",
+    ),
+    "batchnorm-sigmoid": (
+        "批归一化拯救深层 sigmoid 网络",
+        "同一个 20 层 sigmoid 网络，不加与加批归一化（BatchNorm）：不加时梯度消失，准确率停在随机猜测的水平；"
+        "加上后每一层都能得到梯度，网络学会了识别数字。",
+        "两次运行第 0 步的梯度流图，以及准确率随训练步数的变化",
+    ),
+    "clipping-rnn": (
+        "梯度裁剪驯服梯度爆炸的 RNN",
+        "一个循环权重谱半径约为 1.2 的 tanh RNN：不裁剪时梯度范数增长约 1e18 倍，损失变成 NaN；按范数 1"
+        " 裁剪后，它能训练到有限的损失。",
+        "两次运行的 total_grad_norm 与损失随步数的变化，并标出被裁剪的步；逐时间步的梯度（time_grad_norm）",
+    ),
+    "dying-relu": (
+        "学习率过大导致 ReLU 死亡",
+        "同一个 ReLU 网络分别用学习率 0.01 和 0.05 的 Adam 训练：在 0.05 下大多数单元死亡（对每个样本都输出"
+        " 0，梯度从此永远为 0），准确率崩溃。",
+        "两次运行各层 dead_fraction 随步数的变化（层 × 步热力图），以及损失随步数的变化",
+    ),
+    "cnn-channels": (
+        "CNN 中的死亡通道与 BatchNorm2d",
+        "一个 6 块的 ReLU CNN 在彩色条纹图像上用学习率 0.05 的 Adam 训练：不加归一化时整个通道死亡（对每张图像"
+        "都为 0 的特征图），直到某一层全部死亡；BatchNorm2d 让每个通道重新居中，没有通道死亡。",
+        "两次运行各卷积块 dead_fraction 随步数的变化（一个单元即一个通道），以及准确率",
+    ),
+}

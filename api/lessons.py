@@ -38,9 +38,10 @@ def examples_dir() -> Path:
     return next((path for path in candidates if path.is_dir()), candidates[0])
 
 
-def lessons() -> list[dict[str, str]]:
-    """Every lesson, in teaching order, as the dashboard lists them: name, title, summary, figure, files, kind."""
-    return [{**lesson.listing(), "kind": "sweep" if "grid" in load(lesson.name) else "experiment"}
+def lessons(lang: str = "en") -> list[dict[str, str]]:
+    """Every lesson, in teaching order, as the dashboard lists them: name, title, summary, figure, files, kind;
+    the words in `lang` (en or zh)."""
+    return [{**lesson.listing(lang), "kind": "sweep" if "grid" in load(lesson.name) else "experiment"}
             for lesson in LESSONS]
 
 

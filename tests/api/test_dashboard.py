@@ -44,6 +44,18 @@ def test_lessons_are_listed_with_the_body_that_submits_them(client):
         assert lesson["title"] and lesson["summary"] and lesson["figure"]
 
 
+def test_lessons_are_listed_in_chinese_when_asked(client):
+    english = client.get("/api/v1/lessons").get_json()["lessons"]
+    for asked in ({"query_string": {"lang": "zh"}}, {"headers": {"Accept-Language": "zh-CN,zh;q=0.9"}}):
+        chinese = client.get("/api/v1/lessons", **asked).get_json()["lessons"]
+        assert [lesson["name"] for lesson in chinese] == [lesson["name"] for lesson in english]
+        for zh, en in zip(chinese, english):
+            assert zh["body"] == en["body"] and zh["kind"] == en["kind"]
+            for field in ("title", "summary", "figure"):
+                assert zh[field] != en[field] and any("\u4e00" <= char <= "\u9fff" for char in zh[field])
+    assert client.get("/api/v1/lessons", headers={"Accept-Language": "fr"}).get_json()["lessons"] == english
+
+
 def test_a_lesson_body_is_accepted_as_it_stands(client):
     lesson = next(item for item in client.get("/api/v1/lessons").get_json()["lessons"] if item["kind"] == "experiment")
     response = client.post("/api/v1/experiments", json=lesson["body"])
