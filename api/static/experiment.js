@@ -57,6 +57,9 @@ function showDiagnosis(section, record) {
     el("p", {}, el("span", { id: "verdict", class: `verdict verdict-${d.verdict}`, text: d.verdict }),
       ` · ${t("col.loss")} ${fmt(summary.final_loss)}`,
       summary.final_accuracy !== undefined && summary.final_accuracy !== null ? ` · ${t("plot.accuracy")} ${fmt(summary.final_accuracy)}` : ""),
+    // The verdict in words, in the page's language (the API words it by Accept-Language).
+    d.title ? el("p", {}, el("strong", { id: "verdict-title", text: d.title })) : "",
+    d.explanation ? el("p", { id: "verdict-explanation", text: d.explanation }) : "",
     el("h3", { text: t("exp.reasons") }), el("ul", { id: "reasons" }, (d.reasons || []).map((r) => el("li", { text: r }))),
     el("h3", { text: t("exp.advice") }), el("ul", { id: "advice" }, (d.advice || []).map((a) => el("li", { text: a }))));
   if (d.suggested_spec) {

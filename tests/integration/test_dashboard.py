@@ -231,10 +231,14 @@ def test_sweep_page_draws_the_grid_and_every_runs_profile(page, base_url, tmp_pa
     assert page.errors == []
 
 
-def test_labels_in_chinese(page, base_url):
+def test_labels_in_chinese(page, base_url, finished):
     page.goto(base_url + "/?lang=zh")
     page.locator("#lessons h2").filter(has_text="课程").wait_for()
     assert page.inner_text("#submit-button") == "提交"
+    # The diagnosis comes worded in the page's language, its verdict named in words.
+    page.goto(f"{base_url}/?lang=zh#/experiments/{finished['record']['id']}")
+    page.locator("#verdict-title").filter(has_text="梯度消失").wait_for()
+    assert "倍" in page.inner_text("#reasons")
     assert page.errors == []
 
 
