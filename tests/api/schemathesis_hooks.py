@@ -6,6 +6,8 @@ so that rules between fields (or the number of points) refuse some requests that
 OpenAPI document, which cannot state those rules, calls valid. Those 422s, and only
 those, are not failures of positive_data_acceptance: every detail of the answer must
 name such a rule (`details[].type`), so that a 422 for anything else is still caught.
+Nor is a 429 of the rate limit, which refuses a request's rate and not its data (it
+applies where tokens are configured; schemathesis sends far more than 20 a second).
 """
 
 import json
@@ -31,7 +33,14 @@ def refused_by_a_rule_between_fields(response) -> bool:
     return bool(details) and all(detail.get("type") in BEYOND_JSON_SCHEMA for detail in details)
 
 
+def rate_limited(response) -> bool:
+    """A 429 of the tenant's rate limit (tokens configured): the request's rate refused, not its data."""
+    return response.status_code == 429 and "Retry-After" in response.headers
+
+
 @schemathesis.hook
 def filter_failure(context, failure, case, response) -> bool:
-    """Keep every failure except a valid-looking spec refused by a rule that no schema states."""
-    return not (isinstance(failure, RejectedPositiveData) and refused_by_a_rule_between_fields(response))
+    """Keep every failure except a valid-looking request refused by a rule that no schema states, or by the
+    rate limit."""
+    return not (isinstance(failure, RejectedPositiveData)
+                and (refused_by_a_rule_between_fields(response) or rate_limited(response)))
