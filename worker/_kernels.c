@@ -12,7 +12,7 @@
  *   sumsq_one(address, n) -> float
  *       the same for one tensor.
  *   activation_stats(out, outputs, saturation_inputs, outer, units, inner, low0, high0, low1, high1)
- *       per hidden block b (outputs[b] viewed as outer x units x inner; uint64 address buffers):
+ *       per hidden block b (outputs[b] viewed as outer x units x inner; addresses as for sumsq):
  *       out[b] = mean, std, share of dead units, share of saturated values.  (float64 blocks x 4)
  *   block_stats(out, row, output, saturation_input, outer, units, inner, low0, high0, low1, high1)
  *       the same for one block given by its addresses, into out[row].
@@ -282,19 +282,18 @@ static PyObject *activation_stats(PyObject *Py_UNUSED(self), PyObject *args) {
     if (!PyArg_ParseTuple(args, "OOOLLLdddd", &out, &outputs_obj, &saturation_obj, &outer, &units, &inner, &bound[0],
                           &bound[1], &bound[2], &bound[3]))
         return NULL;
-    Py_buffer outputs, saturation;
-    if (get_buffer(outputs_obj, &outputs, 0, 8, "outputs") < 0) return NULL;
-    if (get_buffer(saturation_obj, &saturation, 0, 8, "saturation") < 0) {
-        PyBuffer_Release(&outputs);
-        return NULL;
-    }
+    Py_ssize_t blocks, tested;
+    int64_t *outputs = int64_array(outputs_obj, &blocks, "outputs"), *saturation = NULL;
+    if (!outputs) return NULL;
     PyObject *result = NULL;
-    if (outputs.len != saturation.len)
+    saturation = int64_array(saturation_obj, &tested, "saturation");
+    if (saturation && tested != blocks)
         PyErr_SetString(PyExc_ValueError, "activation_stats: as many saturation inputs as outputs");
-    else
-        result = run_blocks(out, 0, outputs.buf, saturation.buf, outputs.len / 8, outer, units, inner, bound);
-    PyBuffer_Release(&saturation);
-    PyBuffer_Release(&outputs);
+    else if (saturation)
+        result = run_blocks(out, 0, (const uint64_t *)outputs, (const uint64_t *)saturation, blocks, outer, units,
+                            inner, bound);
+    PyMem_Free(saturation);
+    PyMem_Free(outputs);
     return result;
 }
 

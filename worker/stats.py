@@ -216,8 +216,8 @@ def host_activation_array(
     outputs = [a if a.is_contiguous() else a.contiguous() for a in activations]
     tested = [z if z.is_contiguous() else z.contiguous() for z in activation_inputs] if on_input else outputs
     out = np.empty((len(outputs), 4))
-    output_addresses = np.array(addresses(outputs), np.uint64)
-    tested_addresses = np.array(addresses(tested), np.uint64) if on_input else output_addresses
+    output_addresses = addresses(outputs)
+    tested_addresses = addresses(tested) if on_input else output_addresses
     _kernels.activation_stats(
         out, output_addresses, tested_addresses, *unit_layout(outputs[0].shape, unit_dim), *limits
     )
