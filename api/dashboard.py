@@ -13,7 +13,7 @@ from flask import Blueprint, Response, current_app
 
 from api.errors import ApiError
 from api.language import request_language
-from api.lessons import lessons, load
+from api.lessons import lessons
 
 bp = Blueprint("dashboard", __name__)
 
@@ -62,7 +62,7 @@ def vendor_plotly() -> Response:
 def readable_lessons() -> list[dict]:
     """The lessons whose files can be read: an install without examples/ lists none rather than failing."""
     try:
-        return [{**lesson, "body": load(lesson["name"])} for lesson in lessons(request_language())]
+        return lessons(request_language())
     except (OSError, ValueError):
         return []
 

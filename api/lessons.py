@@ -39,10 +39,13 @@ def examples_dir() -> Path:
 
 
 def lessons(lang: str = "en") -> list[dict[str, str]]:
-    """Every lesson, in teaching order, as the dashboard lists them: name, title, summary, figure, files, kind;
-    the words in `lang` (en or zh)."""
-    return [{**lesson.listing(lang), "kind": "sweep" if "grid" in load(lesson.name) else "experiment"}
-            for lesson in LESSONS]
+    """Every lesson, in teaching order, as the dashboard lists them: name, title, summary, figure, files, kind
+    and the body to POST; the words in `lang` (en or zh)."""
+    found = []
+    for lesson in LESSONS:
+        body = load(lesson.name)
+        found.append({**lesson.listing(lang), "kind": "sweep" if "grid" in body else "experiment", "body": body})
+    return found
 
 
 def get_lesson(name: str) -> Lesson:
