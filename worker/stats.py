@@ -224,6 +224,45 @@ def host_activation_array(
     return out
 
 
+class FixedTensors:
+    """The host kernels' view of tensors that keep their memory from step to step (the engine's buffers, the
+    weights and their gradients): addresses read once, where `host_sums` reads them on every call."""
+
+    def __init__(self, tensors: list[Tensor]):
+        if any(not t.is_contiguous() for t in tensors):
+            raise ValueError("fixed tensors must be contiguous")
+        self.tensors = list(tensors)  # kept alive, so that their memory is theirs while planned
+        self.addresses = np.array(addresses(self.tensors), np.int64)
+        self.sizes = np.array([t.numel() for t in self.tensors], np.int64)
+
+    def sums(self, out: np.ndarray) -> None:
+        """out[i] = the sum of squares of tensor i, in float64."""
+        _kernels.sumsq(self.addresses, self.sizes, out)
+
+    def unmoved(self, tensors: list[Tensor]) -> bool:
+        """Whether `tensors` are still the planned ones, at the planned addresses."""
+        return len(tensors) == len(self.tensors) and all(
+            t is planned and t.data_ptr() == address
+            for t, planned, address in zip(tensors, self.tensors, self.addresses.tolist())
+        )
+
+
+class FixedBlocks:
+    """`host_activation_array` for hidden blocks that keep their memory from step to step: one kernel call."""
+
+    def __init__(self, activations: list[Tensor], activation_inputs: list[Tensor], activation: Activation, unit_dim: int):
+        self.limits, on_input = saturation_limits(activation)
+        self.outputs = FixedTensors(activations)
+        self.tested = FixedTensors(activation_inputs) if on_input else self.outputs
+        self.layout = unit_layout(activations[0].shape, unit_dim)
+        self.out = np.empty((len(activations), 4))
+
+    def stats(self) -> np.ndarray:
+        """Float64 (blocks, 4): each block's mean, std, dead share, saturated share."""
+        _kernels.activation_stats(self.out, self.outputs.addresses, self.tested.addresses, *self.layout, *self.limits)
+        return self.out
+
+
 def torch_activation_stats(
     activations: list[Tensor],
     activation_inputs: list[Tensor],

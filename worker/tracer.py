@@ -92,6 +92,10 @@ class Tracer:
     and several pre-activation tensors (a recurrent layer: one hidden state per time step);
     its norms are over all of them together. `time_steps` > 0 also traces, per time step,
     the norm of the loss gradient at the last recurrent layer's hidden state.
+
+    `fixed` is the recording of a model trained by worker.engine: the same tensors, filled
+    in place, on every step, and gradients that stay in place too. On a CPU the tracer then
+    reads their addresses once, on the first traced step, instead of on every one.
     """
 
     def __init__(
@@ -107,8 +111,11 @@ class Tracer:
         regression: bool = False,
         chunk_rows: int = CHUNK_ROWS,
         flush_seconds: float = 0.5,
+        fixed: Recording | None = None,
     ):
         self.activation = activation
+        self._fixed = fixed
+        self._fixed_plan: FixedPlan | None = None
         layer_weights = model.layer_weights()
         self.weights = [w for weights in layer_weights for w in weights]
         weight_ids = {id(w) for w in self.weights}
@@ -161,7 +168,7 @@ class Tracer:
         if self._host_rows is not None:
             self._plan_host_row(grads_per_layer, [len(weights) for weights in layer_weights])
         if self._traced and stats.host_kernels(device):
-            if math.prod(block) >= stats.PROBE_MIN_VALUES:
+            if math.prod(block) >= stats.PROBE_MIN_VALUES and fixed is None:
                 self._probe = stats.HostProbe(
                     activation, model.unit_dim, self.layers - 1, len(self.weights), weight_sums=self._weight_sums
                 )
@@ -202,6 +209,8 @@ class Tracer:
         """A recording for the forward pass of a traced step, None for the others."""
         if step not in self._traced:
             return None
+        if self._fixed is not None:
+            return self._fixed
         return Recording(self._probe.start() if self._probe is not None else None)
 
     def backward(self, loss: Tensor, recording: Recording | None) -> None:
@@ -270,16 +279,26 @@ class Tracer:
     ) -> None:
         """The row by the C kernels, on a CPU: a few calls, where each PyTorch op on a small tensor costs several
         microseconds, and each numpy call 10-20 right after backward (see worker/_kernels.c)."""
-        grads = [w.grad for w in self.weights]
-        others = [p.grad for p in self.params[len(grads) :]]
-        deltas = recording.pre_activation_grads
-        if self._probe is not None:
+        if recording is self._fixed:
+            # The engine's buffers and gradients: addresses planned on the first traced step.
+            plan = self._fixed_plan
+            if plan is None or plan.deltas is not recording.pre_activation_grads:
+                plan = self._fixed_plan = FixedPlan(self, recording)
+            plan.sums.sums(self._sums)
+            activations = plan.blocks.stats()
+        elif self._probe is not None:
             # The weights and activations were measured during the forward pass; the gradients now.
-            stats.host_sums(grads + deltas + others, out=self._gradient_sums)
+            grads = [p.grad for p in self.params]
+            weights = len(self.weights)
+            stats.host_sums(grads[:weights] + recording.pre_activation_grads + grads[weights:], out=self._gradient_sums)
             self._probe.weight_squares()  # checks that the forward pass reported every weight
             activations = self._probe.block_stats()
         else:
-            stats.host_sums(self.weights + grads + deltas + others, out=self._sums)
+            grads = [p.grad for p in self.params]
+            weights = len(self.weights)
+            stats.host_sums(
+                self.weights + grads[:weights] + recording.pre_activation_grads + grads[weights:], out=self._sums
+            )
             activations = stats.host_activation_array(
                 recording.activations, recording.activation_inputs, self.activation, self.unit_dim
             )
@@ -321,6 +340,8 @@ class Tracer:
 
     def flush(self) -> Flush:
         """The rows since the last flush, cut after the first step whose loss was not finite."""
+        if self._fixed_plan is not None:
+            self._fixed_plan.check(self)
         rows = len(self._row_steps)
         losses = torch.stack(self._losses) if self._losses else self._rows.new_empty(0)
         # note: CPU-GPU sync point, once per flush: rows and losses come over together.
@@ -355,6 +376,29 @@ class Tracer:
         for name in TIME_METRICS:
             arrays[name] = np.ascontiguousarray(table[:, self.layout[name]], DTYPES[name])
         return TraceChunk(arrays)
+
+
+class FixedPlan:
+    """Where a fixed recording's tensors are, for the C kernels: the tensors of the tracer's sums, in their order
+    (weights, weight gradients, pre-activation gradients, other gradients), and the hidden blocks."""
+
+    def __init__(self, tracer: Tracer, recording: Recording):
+        self.deltas = recording.pre_activation_grads
+        self.sums = stats.FixedTensors(self.summed(tracer))
+        self.blocks = stats.FixedBlocks(
+            recording.activations, recording.activation_inputs, tracer.activation, tracer.unit_dim
+        )
+
+    def summed(self, tracer: Tracer) -> list[Tensor]:
+        """The tensors of the sums, as they are now."""
+        weights = len(tracer.weights)
+        grads = [p.grad for p in tracer.params]
+        return tracer.weights + grads[:weights] + self.deltas + grads[weights:]
+
+    def check(self, tracer: Tracer) -> None:
+        """Fail loudly if a planned tensor was replaced or moved: the kernels would read stale memory."""
+        if not self.sums.unmoved(self.summed(tracer)):
+            raise RuntimeError("a tensor that the tracer reads at a fixed address was replaced or moved")
 
 
 class UpdateMeter:

@@ -2,7 +2,9 @@
 
 One step, in this order: forward, backward, trace (this step's pass, before
 clipping and update), clip, optimizer step, the update's size, zero_grad. The
-loop syncs with the device only when the tracer flushes.
+loop syncs with the device only when the tracer flushes. A plain MLP on a CPU
+runs its forward and backward through worker.engine, every other model through
+autograd.
 """
 
 import math
@@ -19,6 +21,7 @@ from shared.spec import Clipping, ExperimentSpec
 from shared.traces import TraceChunk
 from worker.activations import get_activation
 from worker.datasets import Batches, Dataset, load_dataset
+from worker.engine import engine_for
 from worker.models import build_model
 from worker.tracer import Tracer, empty_trace
 
@@ -129,8 +132,10 @@ def train(
     device: str = "auto",
     trace: bool = True,
     flush_seconds: float = 0.5,
+    engine: bool = True,
 ) -> TrainResult:
-    """Train the spec's model and trace it; `trace=False` runs the same loop untraced, for benchmarks."""
+    """Train the spec's model and trace it; `trace=False` runs the same loop untraced, for benchmarks;
+    `engine=False` runs every model through autograd, for the tests and benchmarks that compare the two."""
     where = resolve_device(spec, device)
     data = load_dataset(spec, where)
     model = build_model(spec).to(where)
@@ -138,6 +143,7 @@ def train(
     params = list(model.parameters())
     optimizer = make_optimizer(spec, params)
     batches = Batches(len(data), spec.batch_size, spec.seed, where)
+    by_hand = engine_for(model, spec.activation, where) if engine else None
     tracer = Tracer(
         model,
         optimizer,
@@ -150,6 +156,7 @@ def train(
         time_steps=spec.time_steps(),
         regression=spec.is_regression(),
         flush_seconds=flush_seconds,
+        fixed=by_hand.recording if by_hand is not None else None,
     )
     compute_loss = loss_function(spec)
     layers = model.layer_info()
@@ -165,14 +172,18 @@ def train(
         x, y = data.x[index], data.y[index]
         recording = tracer.recording(step)
 
-        logits = model(x, recording)
-        loss = compute_loss(logits, y)
-        tracer.backward(loss, recording)
+        if by_hand is not None:
+            loss, logits = by_hand.step(x, y)  # the gradients overwrite the last step's in place
+        else:
+            logits = model(x, recording)
+            loss = compute_loss(logits, y)
+            tracer.backward(loss, recording)
         tracer.measure(step, loss, logits, y, recording)
         clipped = clip_gradients(params, spec.clipping)
         optimizer.step()
         tracer.measure_update(clipped)
-        optimizer.zero_grad(set_to_none=True)
+        if by_hand is None:
+            optimizer.zero_grad(set_to_none=True)
 
         steps_run = step + 1
         if tracer.due() or steps_run == spec.steps:

@@ -1,0 +1,140 @@
+"""The hand-written MLP pass (worker.engine) against autograd: same loss, same gradients, same traces."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from shared.spec import ExperimentSpec
+from worker.activations import ACTIVATIONS
+from worker.engine import MLPEngine, engine_for
+from worker.models import Recording, build_model
+from worker.tracer import Tracer
+from worker.train import make_optimizer, train
+
+CPU = torch.device("cpu")
+
+
+def autograd_pass(spec: ExperimentSpec, x: torch.Tensor, y: torch.Tensor):
+    """Loss, parameter gradients and pre-activation gradients of the spec's model by autograd."""
+    model = build_model(spec)
+    recording = Recording()
+    loss = F.cross_entropy(model(x, recording), y)
+    params = list(model.parameters())
+    recording.backward(loss, params)
+    return loss, [p.grad for p in params], recording
+
+
+def batch(spec: ExperimentSpec, size: int = 16):
+    generator = torch.Generator().manual_seed(1)
+    inputs, classes = spec.dims()
+    return torch.randn(size, inputs, generator=generator) * 2, torch.randint(classes, (size,), generator=generator)
+
+
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_one_step_gives_autograds_loss_and_gradients_exactly(activation, residual):
+    spec = ExperimentSpec(depth=4, width=16, activation=activation, residual=residual, dataset="random")
+    x, y = batch(spec)
+    loss, grads, recording = autograd_pass(spec, x, y)
+
+    model = build_model(spec)
+    engine = engine_for(model, activation, CPU)
+    assert isinstance(engine, MLPEngine)
+    engine_loss, logits = engine.step(x, y)
+
+    assert engine_loss.item() == loss.item()
+    torch.testing.assert_close(logits, recording.pre_activations[-1], rtol=0, atol=0)
+    for param, grad in zip(model.parameters(), grads):
+        torch.testing.assert_close(param.grad, grad, rtol=0, atol=0)
+    for mine, theirs in zip(engine.recording.pre_activation_grads, recording.pre_activation_grads):
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=0)
+    for mine, theirs in zip(engine.recording.activations, recording.activations):
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"activation": "relu"},
+        {"activation": "tanh", "residual": True, "clipping": {"mode": "norm", "threshold": 0.5}},
+        {"activation": "gelu", "optimizer": "momentum", "clipping": {"mode": "value", "threshold": 0.01}},
+        {"activation": "sigmoid", "optimizer": "adam", "lr": 0.01},
+        {"activation": "linear", "residual": True, "trace_every": 3},
+        {"activation": "relu", "dataset": "digits", "width": 64},
+    ],
+)
+def test_a_run_by_the_engine_traces_and_trains_as_autograd_does(options):
+    spec = ExperimentSpec(**{"depth": 5, "width": 24, "steps": 25} | options)
+    by_hand, by_autograd = train(spec, engine=True), train(spec, engine=False)
+    assert by_hand.final_loss == by_autograd.final_loss
+    assert by_hand.trace.keys() == by_autograd.trace.keys()
+    for name, values in by_autograd.trace.items():
+        np.testing.assert_allclose(by_hand.trace[name], values, rtol=1e-6, atol=0, err_msg=name)
+
+
+def test_the_gradients_stay_in_the_same_tensors_from_step_to_step():
+    spec = ExperimentSpec(depth=3, width=8, dataset="random")
+    model = build_model(spec)
+    engine = engine_for(model, "relu", CPU)
+    grads = [p.grad for p in model.parameters()]
+    x, y = batch(spec)
+    for _ in range(3):
+        engine.step(x, y)
+        assert all(p.grad is g for p, g in zip(model.parameters(), grads))
+    assert all(g.abs().sum() > 0 for g in grads)  # overwritten with this batch's gradients, not left at zero
+
+
+def test_a_new_batch_size_gets_new_buffers_and_the_right_gradients():
+    spec = ExperimentSpec(depth=3, width=8, activation="elu", dataset="random")
+    model = build_model(spec)
+    engine = engine_for(model, "elu", CPU)
+    engine.step(*batch(spec, 16))
+    x, y = batch(spec, 5)
+    loss, grads, _ = autograd_pass(spec, x, y)
+    engine_loss, logits = engine.step(x, y)
+    assert logits.shape == (5, spec.dims()[1]) and engine_loss.item() == loss.item()
+    for param, grad in zip(model.parameters(), grads):
+        torch.testing.assert_close(param.grad, grad, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"norm": "batchnorm"},
+        {"norm": "layernorm"},
+        {"arch": "cnn", "dataset": "digits", "depth": 2, "width": 4},
+        {"arch": "rnn", "dataset": "adding", "depth": 1, "width": 4},
+    ],
+)
+def test_other_models_train_through_autograd(options):
+    spec = ExperimentSpec(**{"depth": 2, "width": 8} | options)
+    assert engine_for(build_model(spec), spec.activation, CPU) is None
+
+
+def test_a_gpu_trains_through_autograd():
+    spec = ExperimentSpec(depth=2, width=8)
+    assert engine_for(build_model(spec), spec.activation, torch.device("cuda")) is None
+
+
+def test_the_tracer_refuses_a_gradient_that_moved():
+    """The tracer reads the engine's tensors at addresses planned once; a replaced tensor must not go unseen."""
+    spec = ExperimentSpec(depth=3, width=8, dataset="random", steps=4)
+    model = build_model(spec)
+    engine = engine_for(model, "relu", CPU)
+    params = list(model.parameters())
+    tracer = Tracer(
+        model, make_optimizer(spec, params), ACTIVATIONS["relu"], [0, 1], 16, CPU, fixed=engine.recording
+    )
+    x, y = batch(spec)
+    for step in range(2):
+        recording = tracer.recording(step)
+        assert recording is engine.recording
+        loss, logits = engine.step(x, y)
+        tracer.measure(step, loss, logits, y, recording)
+        tracer.measure_update(None)
+    assert len(tracer.flush().chunk.arrays["step"]) == 2
+
+    params[0].grad = params[0].grad.clone()
+    with pytest.raises(RuntimeError, match="replaced or moved"):
+        tracer.flush()
