@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -50,11 +51,23 @@ class GradNormTracer(Tracer):
     @torch.no_grad()
     def measure(self, step, loss, logits, targets, recording):
         self._losses.append(loss.detach())
-        if self._grad_norms_now:
+        if not self._grad_norms_now:
+            return
+        grads = [w.grad for w in self.weights]
+        if self._host_rows is not None:
+            if self._fixed is not None:  # the engine's gradients stay put: their addresses are read once
+                if getattr(self, "_grad_plan", None) is None:
+                    self._grad_plan, self._grad_sums = stats.FixedTensors(grads), np.empty(len(grads))
+                self._grad_plan.sums(self._grad_sums)
+                sums = self._grad_sums
+            else:
+                sums = stats.host_sums(grads)
+            row = self._host_rows[len(self._row_steps)]
+            np.sqrt(self._host_weight_groups(sums), out=row[self.layout["grad_norm"]], casting="unsafe")
+        else:
             row = self._rows[len(self._row_steps)]
-            norms = stats.norms([w.grad for w in self.weights])
-            row[self.layout["grad_norm"]] = per_layer(norms, self._weight_groups, self.layers)
-            self._row_steps.append(step)
+            row[self.layout["grad_norm"]] = per_layer(stats.norms(grads), self._weight_groups, self.layers)
+        self._row_steps.append(step)
 
 
 def alternating(base: type[Tracer], variant: str, block: int, tracers: list) -> type[Tracer]:

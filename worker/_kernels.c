@@ -19,11 +19,14 @@
  *   fill_row(row, sums, sum_columns, values, value_columns)
  *       a trace row from the sums: row[c] = sqrt(sum of the sums[i] with c in sum_columns[i]) (two columns
  *       per sum, -1 for none), then row[value_columns[j]] = values[j].   (float32 row, float64, int64 buffers)
+ *   update_ratio(row, updates, weights, ratios, count, scale)
+ *       row[ratios + i] = (row[updates + i] * scale) / row[weights + i] for i < count, in float32 with IEEE
+ *       division (x / 0 is inf, 0 / 0 NaN): plain SGD's ||dW|| / ||W|| from the gradient norms.
  *   accuracy(logits, targets, rows, classes) -> int
  *       how many rows of the float32 logits have their largest value (the first one; NaN counts as
  *       largest, as in torch.argmax) at the int64 target's index.
  *
- * fill_row and accuracy exist for their few microseconds: right after backward, the
+ * fill_row, update_ratio and accuracy exist for their few microseconds: right after backward, the
  * code of the dozen numpy calls they replace is out of the core's caches, and each
  * such call costs 10-20 us there, against 1 us in a loop that repeats it.
  *
@@ -357,6 +360,30 @@ done:
     return result;
 }
 
+static PyObject *update_ratio(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *row_obj;
+    Py_ssize_t updates, weights, ratios, count;
+    double scale;
+    if (!PyArg_ParseTuple(args, "Onnnnd", &row_obj, &updates, &weights, &ratios, &count, &scale)) return NULL;
+    Py_buffer view;
+    if (get_buffer(row_obj, &view, 1, 4, "row") < 0) return NULL;
+    Py_ssize_t width = view.len / 4;
+    if (count < 0 || updates < 0 || weights < 0 || ratios < 0 || updates + count > width || weights + count > width ||
+        ratios + count > width) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_IndexError, "update_ratio: columns outside the row");
+        return NULL;
+    }
+    /* In float32, as numpy computes (row * scale) / row on the path that this call replaces. */
+    float *row = view.buf, factor = (float)scale;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        float update = row[updates + i] * factor;
+        row[ratios + i] = update / row[weights + i];
+    }
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+}
+
 static PyObject *accuracy(PyObject *Py_UNUSED(self), PyObject *args) {
     unsigned long long logits_address, targets_address;
     long long rows, classes;
@@ -388,6 +415,9 @@ static PyMethodDef methods[] = {
      "out[row] = activation_stats of one block, given by addresses."},
     {"fill_row", fill_row, METH_VARARGS,
      "fill_row(row, sums, sum_columns, values, value_columns): norms and values into a float32 trace row."},
+    {"update_ratio", update_ratio, METH_VARARGS,
+     "update_ratio(row, updates, weights, ratios, count, scale): row[ratios + i] = scale * row[updates + i] / "
+     "row[weights + i]."},
     {"accuracy", accuracy, METH_VARARGS,
      "accuracy(logits, targets, rows, classes): how many rows' argmax is their int64 target."},
     {NULL, NULL, 0, NULL},

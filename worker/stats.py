@@ -72,6 +72,11 @@ def host_fill_row(
     _kernels.fill_row(row, sums, sum_columns, values, value_columns)
 
 
+def host_update_ratio(row: np.ndarray, updates: int, weights: int, ratios: int, count: int, scale: float) -> None:
+    """row[ratios + i] = scale * row[updates + i] / row[weights + i], for i < count (x / 0 is inf, 0 / 0 NaN)."""
+    _kernels.update_ratio(row, updates, weights, ratios, count, scale)
+
+
 def kernel_ready(tensor: Tensor) -> Tensor:
     """The tensor as the C kernels read it: float32 values at consecutive addresses."""
     if tensor.dtype is not torch.float32:

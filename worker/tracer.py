@@ -322,8 +322,13 @@ class Tracer:
         torch.div(updates, row[self.layout["weight_norm"]], out=row[self.layout["update_ratio"]])
 
     def _update_on_host(self, row: np.ndarray, clipped: Tensor | None) -> None:
-        """`measure_update` through numpy, on a CPU."""
+        """`measure_update` through numpy, on a CPU; plain SGD's unclipped update by one C call."""
         layout = self.layout
+        if clipped is None and self._updates.plain_sgd and not self._updates.momentum:
+            # The update is lr times the gradient the row already holds.
+            grads, weights, ratios = (layout[name].start for name in ("grad_norm", "weight_norm", "update_ratio"))
+            stats.host_update_ratio(row, grads, weights, ratios, self.layers, self._updates.lr)
+            return
         if clipped is not None:
             row[layout["clipped"]] = clipped.item()
         updates = self._updates.norms(row[layout["grad_norm"]], clipped=clipped is not None)
@@ -430,6 +435,7 @@ class UpdateMeter:
             and len(optimizer.param_groups) == 1
             and not (group["weight_decay"] or group["dampening"] or group["nesterov"] or group["maximize"])
         )
+        self.plain_sgd = plain_sgd
         self.momentum = plain_sgd and group["momentum"] != 0
         self._before = [torch.empty_like(w) for w in weights] if snapshot and not plain_sgd else None
 
