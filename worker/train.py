@@ -2,9 +2,9 @@
 
 One step, in this order: forward, backward, trace (this step's pass, before
 clipping and update), clip, optimizer step, the update's size, zero_grad. The
-loop syncs with the device only when the tracer flushes. A plain MLP on a CPU
-runs its forward and backward through worker.engine, every other model through
-autograd.
+loop syncs with the device only when the tracer flushes. A plain MLP
+or CNN without norm layers on a CPU runs its forward and backward through
+worker.engine, every other model through autograd.
 """
 
 import math
@@ -156,7 +156,7 @@ def train(
         time_steps=spec.time_steps(),
         regression=spec.is_regression(),
         flush_seconds=flush_seconds,
-        fixed=by_hand.recording if by_hand is not None else None,
+        fixed=by_hand.recording if by_hand is not None and by_hand.fixed else None,
     )
     compute_loss = loss_function(spec)
     layers = model.layer_info()
@@ -173,7 +173,7 @@ def train(
         recording = tracer.recording(step)
 
         if by_hand is not None:
-            loss, logits = by_hand.step(x, y)  # the gradients overwrite the last step's in place
+            loss, logits = by_hand.step(x, y, recording)
         else:
             logits = model(x, recording)
             loss = compute_loss(logits, y)

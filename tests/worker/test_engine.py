@@ -1,4 +1,4 @@
-"""The hand-written MLP pass (worker.engine) against autograd: same loss, same gradients, same traces."""
+"""The hand-written passes of the MLP and the CNN (worker.engine) against autograd: same loss, gradients, traces."""
 
 import numpy as np
 import pytest
@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from shared.spec import ExperimentSpec
 from worker.activations import ACTIVATIONS
-from worker.engine import MLPEngine, engine_for
+from worker.engine import ConvEngine, MLPEngine, engine_for
 from worker.models import Recording, build_model
 from worker.tracer import Tracer
 from worker.train import make_optimizer, train
@@ -28,29 +28,44 @@ def autograd_pass(spec: ExperimentSpec, x: torch.Tensor, y: torch.Tensor):
 def batch(spec: ExperimentSpec, size: int = 16):
     generator = torch.Generator().manual_seed(1)
     inputs, classes = spec.dims()
-    return torch.randn(size, inputs, generator=generator) * 2, torch.randint(classes, (size,), generator=generator)
+    shape = (size, inputs, 8, 8) if spec.arch == "cnn" else (size, inputs)
+    return torch.randn(shape, generator=generator) * 2, torch.randint(classes, (size,), generator=generator)
+
+
+def engine_pass(spec: ExperimentSpec, x: torch.Tensor, y: torch.Tensor):
+    """Loss, logits, the model and the recording of one step of the spec's model by the engine."""
+    model = build_model(spec)
+    engine = engine_for(model, spec.activation, CPU)
+    assert isinstance(engine, ConvEngine if spec.arch == "cnn" else MLPEngine)
+    recording = None if engine.fixed else Recording()
+    loss, logits = engine.step(x, y, recording)
+    return loss, logits, model, engine.recording if engine.fixed else recording
+
+
+ARCHS = {
+    "mlp": {"depth": 4, "width": 16, "dataset": "random"},
+    "cnn": {"arch": "cnn", "depth": 3, "width": 8, "dataset": "digits"},
+}
 
 
 @pytest.mark.parametrize("residual", [False, True])
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
-def test_one_step_gives_autograds_loss_and_gradients_exactly(activation, residual):
-    spec = ExperimentSpec(depth=4, width=16, activation=activation, residual=residual, dataset="random")
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_one_step_gives_autograds_loss_and_gradients_exactly(arch, activation, residual):
+    spec = ExperimentSpec(**ARCHS[arch], activation=activation, residual=residual)
     x, y = batch(spec)
     loss, grads, recording = autograd_pass(spec, x, y)
-
-    model = build_model(spec)
-    engine = engine_for(model, activation, CPU)
-    assert isinstance(engine, MLPEngine)
-    engine_loss, logits = engine.step(x, y)
+    engine_loss, logits, model, engine_recording = engine_pass(spec, x, y)
 
     assert engine_loss.item() == loss.item()
     torch.testing.assert_close(logits, recording.pre_activations[-1], rtol=0, atol=0)
-    for param, grad in zip(model.parameters(), grads):
+    for param, grad in zip(model.parameters(), grads, strict=True):
         torch.testing.assert_close(param.grad, grad, rtol=0, atol=0)
-    for mine, theirs in zip(engine.recording.pre_activation_grads, recording.pre_activation_grads):
-        torch.testing.assert_close(mine, theirs, rtol=0, atol=0)
-    for mine, theirs in zip(engine.recording.activations, recording.activations):
-        torch.testing.assert_close(mine, theirs, rtol=0, atol=0)
+    for name in ("pre_activation_grads", "activations", "activation_inputs", "pre_activations"):
+        mine, theirs = getattr(engine_recording, name), getattr(recording, name)
+        assert len(mine) == len(theirs), name
+        for a, b in zip(mine, theirs):
+            torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
 
 
 @pytest.mark.parametrize(
@@ -62,6 +77,10 @@ def test_one_step_gives_autograds_loss_and_gradients_exactly(activation, residua
         {"activation": "sigmoid", "optimizer": "adam", "lr": 0.01},
         {"activation": "linear", "residual": True, "trace_every": 3},
         {"activation": "relu", "dataset": "digits", "width": 64},
+        {"arch": "cnn", "dataset": "digits", "width": 8, "activation": "relu", "residual": True},
+        {"arch": "cnn", "dataset": "digits", "width": 8, "activation": "silu", "optimizer": "adam", "lr": 0.01},
+        # 64 x 16 x 8 x 8 values per block: the tracer measures them during the forward pass (its probe).
+        {"arch": "cnn", "dataset": "digits", "width": 16, "batch_size": 64, "activation": "tanh"},
     ],
 )
 def test_a_run_by_the_engine_traces_and_trains_as_autograd_does(options):
@@ -103,7 +122,7 @@ def test_a_new_batch_size_gets_new_buffers_and_the_right_gradients():
     [
         {"norm": "batchnorm"},
         {"norm": "layernorm"},
-        {"arch": "cnn", "dataset": "digits", "depth": 2, "width": 4},
+        {"arch": "cnn", "dataset": "digits", "depth": 2, "width": 4, "norm": "batchnorm"},
         {"arch": "rnn", "dataset": "adding", "depth": 1, "width": 4},
     ],
 )
