@@ -2,13 +2,15 @@
 
     .venv/bin/pip install -e '.[bench]'   # tensorboard and wandb, which only this benchmark needs
     flock /tmp/gradtrace-cpu.lock .venv/bin/python bench/trace_tools.py \
-        [--steps 200] [--repeats 5] [--threads N] [--workload mlp20|mlp50|cnn|lstm ...]
+        [--steps 200] [--repeats 5] [--threads N] [--workload mlp20|mlp50|cnn|lstm ...] [--columns a,b,...]
 
 Every figure is a training loop's time per step against a plain, idiomatic, untraced
 PyTorch loop (1.00x) on the same model, data and batches, in the same process:
 
 - gradtrace untraced: `worker.train.train(spec, trace=False)`, gradtrace's own loop;
 - gradtrace full: `train(spec, trace=True)`, every metric of API.md at every step;
+- gradtrace full, autograd: the same through autograd, without worker.engine's hand-written
+  pass of the MLP and the CNN (only with `--columns`: it shows what the engine saves);
 - grad.norm().item(): the plain loop plus `p.grad.norm().item()` of every parameter each step;
 - TensorBoard histograms: the plain loop plus `SummaryWriter.add_histogram` of every parameter's gradient each step;
 - wandb.watch: the plain loop under `wandb.watch(model, log="gradients", log_freq=1)`, offline,
@@ -56,6 +58,7 @@ WORKLOADS = {
 COLUMNS = {
     "gradtrace_off": "gradtrace untraced",
     "gradtrace_full": "gradtrace full",
+    "gradtrace_autograd": "gradtrace full, autograd",
     "norm_item": "grad.norm().item()",
     "tensorboard": "TensorBoard histograms",
     "wandb": "wandb.watch",
@@ -167,9 +170,9 @@ def tensorboard_works() -> bool:
     return True
 
 
-def gradtrace(spec: ExperimentSpec, trace: bool) -> float:
+def gradtrace(spec: ExperimentSpec, trace: bool, engine: bool = True) -> float:
     """ms per step of gradtrace's own loop, from the run's train_seconds."""
-    result = train(spec, device="cpu", trace=trace)
+    result = train(spec, device="cpu", trace=trace, engine=engine)
     if result.steps_run != spec.steps:
         raise SystemExit(f"gradtrace stopped at step {result.steps_run} (diverged at {result.diverged_step})")
     return 1e3 * result.train_seconds / result.steps_run
@@ -181,7 +184,9 @@ def variants(columns: list[str]) -> dict:
     chosen = {"plain": lambda spec: plain_loop(spec, nothing)}
     for column in columns:
         if column.startswith("gradtrace"):
-            chosen[column] = lambda spec, trace=column == "gradtrace_full": gradtrace(spec, trace)
+            chosen[column] = lambda spec, trace=column != "gradtrace_off", engine=column != "gradtrace_autograd": (
+                gradtrace(spec, trace, engine)
+            )
         else:
             chosen[column] = lambda spec, tool=tools[column]: plain_loop(spec, tool)
     return chosen
@@ -214,6 +219,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--workload", choices=WORKLOADS, action="append", help="repeat for several (default: all)")
+    parser.add_argument("--columns", help="comma-separated, of: " + ", ".join(COLUMNS)
+                        + " (default: all but gradtrace_autograd)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -221,18 +228,22 @@ def main() -> None:
     scratch = tempfile.TemporaryDirectory(prefix="gradtrace-bench-wandb-")
     os.environ.update({"WANDB_MODE": "offline", "WANDB_DIR": scratch.name, "WANDB_SILENT": "true"})
 
-    columns = [c for c in COLUMNS if (c != "tensorboard" or tensorboard_works()) and (c != "wandb" or wandb_works())]
+    wanted = args.columns.split(",") if args.columns else [c for c in COLUMNS if c != "gradtrace_autograd"]
+    unknown = set(wanted) - set(COLUMNS)
+    if unknown:
+        parser.error(f"--columns: unknown {', '.join(sorted(unknown))}")
+    columns = [c for c in wanted if (c != "tensorboard" or tensorboard_works()) and (c != "wandb" or wandb_works())]
     loops = variants(columns)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpu; "
           f"{args.steps} steps per run, {args.repeats} rounds; ratio to the plain untraced loop, "
           "median [lowest-highest] over the rounds", flush=True)
-    print("| workload | untraced ms/step | " + " | ".join(COLUMNS.values()) + " |")
-    print("|---" * (len(COLUMNS) + 2) + "|", flush=True)
+    print("| workload | untraced ms/step | " + " | ".join(COLUMNS[c] for c in wanted) + " |")
+    print("|---" * (len(wanted) + 2) + "|", flush=True)
     for name in args.workload or WORKLOADS:
         label, fields = WORKLOADS[name]
         spec = ExperimentSpec(**COMMON, **fields, steps=args.steps)
         plain_ms, ratios = measure(spec, loops, args.repeats)
-        cells = [cell(ratios.get(column)) for column in COLUMNS]
+        cells = [cell(ratios.get(column)) for column in wanted]  # "skipped" where a tool would not start
         print(f"| {label} | {plain_ms:.2f} | " + " | ".join(cells) + " |", flush=True)
     scratch.cleanup()
 

@@ -150,3 +150,51 @@ def test_accuracy_takes_the_first_largest_logit_and_nan_as_largest_like_torch():
     assert stats.host_accuracy(logits[:, :1].contiguous(), torch.zeros(500, dtype=torch.int64)) == 1.0
     with pytest.raises(TypeError):
         stats.host_accuracy(logits, targets.int())
+
+
+def test_update_ratio_is_numpys_float32_quotient_with_ieee_division():
+    # columns: 0-2 gradient norms, 3-5 weight norms, 6-8 the ratios
+    row = np.array([2.0, 0.0, 3.0, 4.0, 0.0, 0.0, -1.0, -1.0, -1.0], np.float32)
+    lr = 0.1
+    stats.host_update_ratio(row, 0, 3, 6, 3, lr)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        expected = (row[0:3] * lr) / row[3:6]
+    np.testing.assert_array_equal(row[6:], expected)  # bit for bit, 0/0 NaN and x/0 inf included
+    assert math.isnan(row[7]) and row[8] == math.inf
+    generator = np.random.default_rng(3)
+    row = generator.random(30).astype(np.float32)
+    expected = (row[:10] * np.float32(1e-3)) / row[10:20]
+    stats.host_update_ratio(row, 0, 10, 20, 10, 1e-3)
+    np.testing.assert_array_equal(row[20:], expected)
+
+
+@pytest.mark.parametrize("start", [(0, 3, 7), (-1, 3, 6), (0, 3, 8)])
+def test_update_ratio_refuses_columns_outside_the_row(start):
+    with pytest.raises(IndexError):
+        stats.host_update_ratio(np.zeros(9, np.float32), *start, 3, 0.1)
+
+
+@pytest.mark.parametrize(
+    "scale",
+    [1.0, 1e-25, 1e-10, 1e15, 1e30, 3e38],
+    ids=["unit", "below float32 squares", "small", "large", "beyond float32 squares", "near float32 max"],
+)
+def test_sums_of_squares_reach_float64_at_every_scale(scale):
+    """Chunks are summed in float32 where that is exact enough, and again in float64 where float32 would underflow
+    or overflow: every scale reads its float64 sum to about float32's precision."""
+    generator = torch.Generator().manual_seed(4)
+    # 5,000 values: whole chunks of 1,024 and a tail; a few values 1,000 times the rest.
+    x = torch.randn(5000, generator=generator, dtype=torch.float64)
+    x[::997] *= 1000
+    x = (x * scale / 1000).float()
+    expected = torch.sum(x.double() ** 2).item()
+    got = stats.host_sums([x])[0]
+    assert got == pytest.approx(expected, rel=2e-6)
+
+
+def test_a_chunk_with_one_huge_value_among_tiny_ones_keeps_both_scales():
+    x = torch.full((2048,), 1e-30)
+    x[5] = 1e25  # its square overflows float32: that chunk is summed in float64
+    got = stats.host_sums([x])[0]
+    assert got == pytest.approx(torch.sum(x.double() ** 2).item(), rel=1e-12)
+    assert math.isnan(stats.host_sums([torch.full((3000,), math.nan)])[0])
