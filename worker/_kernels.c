@@ -112,22 +112,34 @@ typedef struct {
 /* Values summed in float32 before they join the float64 sums: short enough that float32 loses nothing that matters. */
 #define CHUNK 2048
 
-/* Sums of x - shift over n values, and how many of sat lie in the saturated intervals. 32-bit lanes: 8 per AVX2 op. */
+/* Independent float32 accumulators per sum in sums_of_run: enough to keep the vector units busy, few enough
+ * to stay in registers. */
+#define RUN_LANES 16
+
+/* Sums of x - shift over n values, and how many of sat lie in the saturated intervals. */
 FAST static void sums_of_run(const float *x, const float *sat, int64_t n, float shift, const float *lim, Sums *sums) {
     for (int64_t start = 0; start < n; start += CHUNK) {
-        int64_t end = n - start < CHUNK ? n : start + CHUNK;
-        float s = 0.0f, s2 = 0.0f;
-        int32_t count = 0;
-#pragma omp simd reduction(+ : s, s2, count)
-        for (int64_t i = start; i < end; i++) {
+        int64_t end = n - start < CHUNK ? n : start + CHUNK, i = start;
+        float s[RUN_LANES] = {0}, s2[RUN_LANES] = {0};
+        int32_t count[RUN_LANES] = {0};
+        for (; i + RUN_LANES <= end; i += RUN_LANES)
+            for (int j = 0; j < RUN_LANES; j++) {
+                float v = x[i + j] - shift;
+                s[j] += v;
+                s2[j] += v * v;
+                count[j] += SATURATED(sat[i + j], lim);
+            }
+        for (; i < end; i++) {
             float v = x[i] - shift;
-            s += v;
-            s2 += v * v;
-            count += SATURATED(sat[i], lim);
+            s[0] += v;
+            s2[0] += v * v;
+            count[0] += SATURATED(sat[i], lim);
         }
-        sums->sum += s;
-        sums->sum_sq += s2;
-        sums->saturated += count;
+        for (int j = 0; j < RUN_LANES; j++) {
+            sums->sum += s[j];
+            sums->sum_sq += s2[j];
+            sums->saturated += count[j];
+        }
     }
 }
 
