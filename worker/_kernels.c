@@ -22,6 +22,12 @@
  *   update_ratio(row, updates, weights, ratios, count, scale)
  *       row[ratios + i] = (row[updates + i] * scale) / row[weights + i] for i < count, in float32 with IEEE
  *       division (x / 0 is inf, 0 / 0 NaN): plain SGD's ||dW|| / ||W|| from the gradient norms.
+ *   run(program)
+ *       reductions listed in an int64 buffer, each writing where it says (addresses, like those of the
+ *       tensors): records of SUMSQ, out, address, n (a sum of squares into the float64 at out) and
+ *       BLOCK, out, output, saturation_input, outer, units, inner, limits (block_stats into 4 float64 at
+ *       out; limits: the address of 4 float64). A program is planned once and run every traced step, by
+ *       worker.engine after each layer's backward, while that layer's tensors are in cache.
  *   accuracy(logits, targets, rows, classes) -> int
  *       how many rows of the float32 logits have their largest value (the first one; NaN counts as
  *       largest, as in torch.argmax) at the int64 target's index.
@@ -401,6 +407,50 @@ done:
     return result;
 }
 
+enum { SUMSQ = 0, BLOCK = 1 };
+
+static PyObject *run(PyObject *Py_UNUSED(self), PyObject *program_obj) {
+    Py_buffer view;
+    if (get_buffer(program_obj, &view, 0, 8, "program") < 0) return NULL;
+    const int64_t *op = view.buf, *end = op + view.len / 8;
+    /* Checked before anything runs: a record cut short, an unknown kind or an empty block runs nothing. */
+    int64_t most_units = 0;
+    for (const int64_t *at = op; at < end;) {
+        int64_t length = at[0] == SUMSQ ? 4 : at[0] == BLOCK ? 8 : 0;
+        if (!length || end - at < length || (at[0] == BLOCK && (at[4] < 1 || at[5] < 1 || at[6] < 1))) {
+            PyBuffer_Release(&view);
+            PyErr_SetString(PyExc_ValueError, "run: a malformed program");
+            return NULL;
+        }
+        if (at[0] == BLOCK && at[5] > most_units) most_units = at[5];
+        at += length;
+    }
+    int32_t stack_alive[STACK_UNITS];
+    int32_t *alive = most_units <= STACK_UNITS ? stack_alive : PyMem_Malloc(sizeof(int32_t) * most_units);
+    if (!alive) {
+        PyBuffer_Release(&view);
+        return PyErr_NoMemory();
+    }
+    Py_BEGIN_ALLOW_THREADS
+    while (op < end) {
+        if (op[0] == SUMSQ) {
+            *(double *)(uintptr_t)op[1] = sum_squares((const float *)(uintptr_t)op[2], op[3]);
+            op += 4;
+            continue;
+        }
+        const double *bound = (const double *)(uintptr_t)op[7];
+        /* Rounded to the nearest float32, as in run_blocks. */
+        BlockShape shape = {op[4], op[5], op[6], {(float)bound[0], (float)bound[1], (float)bound[2], (float)bound[3]},
+                            alive};
+        block_stats((const float *)(uintptr_t)op[2], (const float *)(uintptr_t)op[3], &shape, (double *)(uintptr_t)op[1]);
+        op += 8;
+    }
+    Py_END_ALLOW_THREADS
+    if (alive != stack_alive) PyMem_Free(alive);
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+}
+
 static PyObject *update_ratio(PyObject *Py_UNUSED(self), PyObject *args) {
     PyObject *row_obj;
     Py_ssize_t updates, weights, ratios, count;
@@ -459,6 +509,7 @@ static PyMethodDef methods[] = {
     {"update_ratio", update_ratio, METH_VARARGS,
      "update_ratio(row, updates, weights, ratios, count, scale): row[ratios + i] = scale * row[updates + i] / "
      "row[weights + i]."},
+    {"run", run, METH_O, "run(program): the reductions of a planned program (see the module's comment)."},
     {"accuracy", accuracy, METH_VARARGS,
      "accuracy(logits, targets, rows, classes): how many rows' argmax is their int64 target."},
     {NULL, NULL, 0, NULL},

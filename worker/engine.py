@@ -32,6 +32,7 @@ from torch import Tensor
 
 from worker.activations import LEAKY_SLOPE, SELU_ALPHA, SELU_SCALE
 from worker.models import CNN, MLP, Recording
+from worker.stats import run_program
 
 aten = torch.ops.aten
 
@@ -107,7 +108,8 @@ class MLPEngine:
     After `step(x, y)` every parameter's `.grad` holds its gradient (the same tensor every
     step: the loop must not set it to None) and `recording` holds what the tracer reads:
     the same tensors every step (`fixed`), which the tracer hands back as a traced step's
-    recording.
+    recording. On such a step the engine runs the recording's `layer_programs`, if the tracer
+    has set them: layer i's right after its backward (and the activation backward below it).
     """
 
     fixed = True
@@ -144,6 +146,7 @@ class MLPEngine:
         self.recording.pre_activation_grads = [*self.dz, self.dlogits]
         self.recording.activation_inputs = self.z
         self.recording.activations = self.a
+        self.recording.layer_programs = None  # planned on the old buffers
         self._batch = batch
 
     @torch.no_grad()
@@ -166,11 +169,15 @@ class MLPEngine:
         aten.addmm.out(output.bias, inputs[-1], output.weight.t(), out=self.logits)
 
         loss, grad = cross_entropy(self.logits, y, self._one, self.dlogits)
+        # On a traced step, the tracer's reductions of each layer run as soon as the layer is done with.
+        programs = self.recording.layer_programs if recording is not None else None
         for i in range(len(linears) - 1, -1, -1):
             layer = linears[i]
             aten.mm.out(grad.t(), inputs[i], out=layer.weight.grad)
             aten.sum.IntList_out(grad, [0], out=layer.bias.grad)
             if i == 0:
+                if programs is not None:
+                    run_program(programs[0])
                 break
             below = i - 1  # the hidden block whose output h is this layer's input
             dh = self.dh[below]
@@ -179,7 +186,12 @@ class MLPEngine:
                 dh.add_(self.dh[i])  # the skip around block i carries its output's gradient past it
             if not self.linear_activation:
                 self._backward(dh, self.z[below], self.a[below], self.dz[below])
+            if programs is not None:
+                # Layer i's weights, gradients and pre-activation gradient, and the block below it: all just
+                # read or written.
+                run_program(programs[i])
             grad = self.dz[below]
+        self.recording.layer_programs_ran = programs is not None
         return loss, self.logits
 
 

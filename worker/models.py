@@ -36,6 +36,10 @@ class Recording:
         self.pre_activation_grads: list[Tensor] = []  # dLoss/dz, once `backward` has run
         self.activation_inputs: list[Tensor] = []  # per hidden block: the activation's input (after the norm)
         self.activations: list[Tensor] = []  # per hidden block: the activation's output
+        # Per weighted layer, reductions (worker.stats.Program) that a hand-written backward (worker.engine's
+        # MLP) runs as soon as it is done with that layer, while its tensors are in cache; set by the tracer.
+        self.layer_programs: list | None = None
+        self.layer_programs_ran = False  # set by the engine when it ran them on this step's backward
 
     def block(
         self, pre_activations: list[Tensor], activation_input: Tensor, activation: Tensor, weights: list[Tensor]

@@ -268,6 +268,55 @@ class FixedBlocks:
         return self.out
 
 
+class Program:
+    """Reductions planned once and run together by one kernel call (`_kernels.run`), each writing where the plan
+    says: sums of squares of tensors, and the statistics of hidden blocks. The tensors must stay where they are
+    (the program holds their addresses); the program keeps references to them and to its outputs."""
+
+    SUMSQ, BLOCK = 0, 1
+
+    def __init__(self) -> None:
+        self._records: list[int] = []
+        self._kept: list = []
+
+    def sum_of_squares(self, tensor: Tensor, out: np.ndarray, index: int) -> None:
+        """out[index] = the sum of squares of `tensor` (contiguous float32), in float64."""
+        self._records += [self.SUMSQ, _element_address(out, index), *addresses([kernel_ready(tensor)]), tensor.numel()]
+        self._kept += [tensor, out]
+
+    def block(
+        self, activation: Tensor, activation_input: Tensor, saturation: tuple, unit_dim: int, out: np.ndarray, row: int
+    ) -> None:
+        """out[row] = mean, std, dead share and saturated share of one block (see `activation_stats`)."""
+        (low0, high0, low1, high1), on_input = saturation
+        limits = np.array([low0, high0, low1, high1], np.float64)
+        tested = activation_input if on_input else activation
+        outer, units, inner = unit_layout(activation.shape, unit_dim)
+        self._records += [
+            self.BLOCK, _element_address(out, 4 * row), *addresses([kernel_ready(activation), kernel_ready(tested)]),
+            outer, units, inner, limits.ctypes.data,
+        ]  # fmt: skip
+        self._kept += [activation, tested, out, limits]
+
+    def build(self) -> np.ndarray:
+        """The program as `_kernels.run` takes it; run it with `run_program`."""
+        program = np.array(self._records, np.int64)
+        self.code = program
+        return program
+
+
+def _element_address(out: np.ndarray, index: int) -> int:
+    """The address of the float64 out.flat[index], for a kernel to write."""
+    if out.dtype != np.float64 or not out.flags.c_contiguous or not 0 <= index < out.size:
+        raise ValueError("a program writes into contiguous float64 arrays, within them")
+    return out.ctypes.data + 8 * index
+
+
+def run_program(program: np.ndarray) -> None:
+    """Run a program that `Program.build` made."""
+    _kernels.run(program)
+
+
 def torch_activation_stats(
     activations: list[Tensor],
     activation_inputs: list[Tensor],

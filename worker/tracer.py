@@ -116,6 +116,8 @@ class Tracer:
         self.activation = activation
         self._fixed = fixed
         self._fixed_plan: FixedPlan | None = None
+        # The engine's layers: their parameters, for the reductions it runs per layer (see FixedPlan).
+        self._fixed_layers = [list(layer.parameters()) for layer in model.weighted_layers()] if fixed else None
         layer_weights = model.layer_weights()
         self.weights = [w for weights in layer_weights for w in weights]
         weight_ids = {id(w) for w in self.weights}
@@ -280,12 +282,19 @@ class Tracer:
         """The row by the C kernels, on a CPU: a few calls, where each PyTorch op on a small tensor costs several
         microseconds, and each numpy call 10-20 right after backward (see worker/_kernels.c)."""
         if recording is self._fixed:
-            # The engine's buffers and gradients: addresses planned on the first traced step.
+            # The engine's buffers and gradients: addresses planned on the first traced step. On the next ones
+            # the engine runs the plan's reductions layer by layer during backward, into self._sums and the
+            # plan's block statistics.
             plan = self._fixed_plan
-            if plan is None or plan.deltas is not recording.pre_activation_grads:
-                plan = self._fixed_plan = FixedPlan(self, recording)
-            plan.sums.sums(self._sums)
-            activations = plan.blocks.stats()
+            if plan is not None and recording.layer_programs_ran and recording.layer_programs is plan.codes:
+                recording.layer_programs_ran = False
+                activations = plan.blocks.out
+            else:
+                if plan is None or plan.deltas is not recording.pre_activation_grads:
+                    plan = self._fixed_plan = FixedPlan(self, recording)
+                plan.sums.sums(self._sums)
+                activations = plan.blocks.stats()
+                recording.layer_programs = plan.codes
         elif self._probe is not None:
             # The weights and activations were measured during the forward pass; the gradients now.
             grads = [p.grad for p in self.params]
@@ -393,6 +402,39 @@ class FixedPlan:
         self.blocks = stats.FixedBlocks(
             recording.activations, recording.activation_inputs, tracer.activation, tracer.unit_dim
         )
+        self.programs = self._layer_programs(tracer, recording)
+        self.codes = [program.build() for program in self.programs]
+
+    def _layer_programs(self, tracer: Tracer, recording: Recording) -> list[stats.Program]:
+        """Per weighted layer, the same reductions as `sums` and `blocks` make, of that layer's tensors: its
+        parameters and their gradients, its pre-activation gradient, and the hidden block below it (whose output
+        is the layer's input). One pre-activation gradient per layer, as in the MLP."""
+        layers = tracer._fixed_layers
+        if len(self.deltas) != len(layers):
+            raise ValueError("per-layer reductions need one pre-activation gradient per layer")
+        weights, sums = len(tracer.weights), tracer._sums
+        index = {id(param): k for k, param in enumerate(tracer.params)}
+
+        def gradient_sum(k: int) -> int:  # where parameter k's gradient goes among the sums
+            return weights + k if k < weights else 2 * weights + len(self.deltas) + k - weights
+
+        saturation = stats.saturation_limits(tracer.activation)
+        programs = []
+        for i, params in enumerate(layers):
+            program = stats.Program()
+            for param in params:
+                k = index[id(param)]
+                if k < weights:
+                    program.sum_of_squares(param, sums, k)
+                program.sum_of_squares(param.grad, sums, gradient_sum(k))
+            program.sum_of_squares(self.deltas[i], sums, 2 * weights + i)
+            if i > 0:
+                program.block(
+                    recording.activations[i - 1], recording.activation_inputs[i - 1], saturation,
+                    tracer.unit_dim, self.blocks.out, i - 1,
+                )  # fmt: skip
+            programs.append(program)
+        return programs
 
     def summed(self, tracer: Tracer) -> list[Tensor]:
         """The tensors of the sums, as they are now."""

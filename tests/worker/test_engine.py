@@ -149,7 +149,7 @@ def test_the_tracer_refuses_a_gradient_that_moved():
     for step in range(2):
         recording = tracer.recording(step)
         assert recording is engine.recording
-        loss, logits = engine.step(x, y)
+        loss, logits = engine.step(x, y, recording)
         tracer.measure(step, loss, logits, y, recording)
         tracer.measure_update(None)
     assert len(tracer.flush().chunk.arrays["step"]) == 2
@@ -157,3 +157,18 @@ def test_the_tracer_refuses_a_gradient_that_moved():
     params[0].grad = params[0].grad.clone()
     with pytest.raises(RuntimeError, match="replaced or moved"):
         tracer.flush()
+
+
+def test_after_the_first_traced_step_the_engine_measures_each_layer_during_backward(monkeypatch):
+    """The tracer plans per-layer reductions on the first traced step; the engine runs them on the others."""
+    from worker import engine as engine_module
+
+    runs = []
+    real = engine_module.run_program
+    monkeypatch.setattr(engine_module, "run_program", lambda program: runs.append(program) or real(program))
+    spec = ExperimentSpec(depth=4, width=16, steps=12, trace_every=3)
+    result = train(spec)
+    traced = len(result.trace["step"])
+    assert traced == 5  # steps 0, 3, 6, 9 and the last
+    assert len(runs) == (traced - 1) * (spec.depth + 1)  # every layer of every traced step but the first
+    assert len({id(program) for program in runs}) == spec.depth + 1

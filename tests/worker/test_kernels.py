@@ -198,3 +198,39 @@ def test_a_chunk_with_one_huge_value_among_tiny_ones_keeps_both_scales():
     got = stats.host_sums([x])[0]
     assert got == pytest.approx(torch.sum(x.double() ** 2).item(), rel=1e-12)
     assert math.isnan(stats.host_sums([torch.full((3000,), math.nan)])[0])
+
+
+def test_a_program_makes_the_same_reductions_as_the_kernels_called_one_by_one():
+    generator = torch.Generator().manual_seed(5)
+    tensors = [torch.randn(shape, generator=generator) for shape in [(64, 32), (32,), (3000,)]]
+    activation = get_activation("tanh")
+    block_input = torch.randn(16, 8, 4, 4, generator=generator) * 3
+    block = activation.module()(block_input)
+    sums, blocks = np.full(5, -1.0), np.full((2, 4), -1.0)
+    program = stats.Program()
+    for i, tensor in enumerate(tensors):
+        program.sum_of_squares(tensor, sums, i + 1)  # leaves sums[0] and sums[4] alone
+    program.block(block, block_input, stats.saturation_limits(activation), 1, blocks, 1)
+    stats.run_program(program.build())
+    np.testing.assert_array_equal(sums[1:4], stats.host_sums(tensors))
+    assert sums[0] == sums[4] == -1.0
+    np.testing.assert_array_equal(blocks[1], stats.host_activation_array([block], [block_input], activation)[0])
+    assert (blocks[0] == -1.0).all()
+
+
+@pytest.mark.parametrize(
+    "program",
+    [[7, 0, 0, 0], [0, 0, 0], [1, 0, 0, 0, 1, 0, 1, 0], [1, 0, 0, 0, 1, 1]],
+    ids=["unknown kind", "cut short", "no units", "block cut short"],
+)
+def test_a_malformed_program_runs_nothing(program):
+    with pytest.raises(ValueError, match="malformed"):
+        stats.run_program(np.array(program, np.int64))
+
+
+def test_a_program_writes_only_into_float64_arrays_within_them():
+    program = stats.Program()
+    with pytest.raises(ValueError):
+        program.sum_of_squares(torch.ones(3), np.zeros(2, np.float32), 0)
+    with pytest.raises(ValueError):
+        program.sum_of_squares(torch.ones(3), np.zeros(2), 2)
