@@ -18,11 +18,16 @@ of the 6-block CNN on two threads). Its gradients are new tensors every step, as
 autograd's are, because PyTorch's convolution kernels have no variant that writes into
 given ones (their `out=` forms copy).
 
-It covers what most runs are: arch `mlp` or `cnn`, no norm layer, with or without
-skips, any activation of the spec, cross-entropy, on a CPU. Every other model (norm
-layers, the RNN, a GPU, where autograd's cost hides behind the device's queue) trains
-through autograd. tests/worker/test_engine.py checks the engine's loss, gradients and
-traces against autograd's, bit for bit, for every activation.
+The RNN's tanh and LSTM layers (RecurrentEngine) go the same way: a time step is a
+few ATen calls instead of a dozen autograd nodes, and the loss gradient at every hidden
+state, which the tracer reads, is what the hand-written recurrence computes anyway.
+
+It covers what most runs are: arch `mlp` or `cnn` with no norm layer, with or without
+skips, any activation of the spec; arch `rnn` with cell `rnn` or `lstm`; on a CPU. Every
+other model (norm layers, GRU cells, a GPU, where autograd's cost hides behind the
+device's queue) trains through autograd. tests/worker/test_engine.py checks the
+engines' losses, gradients and traces against autograd's: bit for bit for the MLP and
+the CNN, to float32 rounding for the RNN.
 """
 
 from collections.abc import Callable
@@ -32,6 +37,7 @@ from torch import Tensor
 
 from worker.activations import LEAKY_SLOPE, SELU_ALPHA, SELU_SCALE
 from worker.models import CNN, MLP, Recording
+from worker.recurrent import RNN, RecurrentLayer
 from worker.stats import run_program
 
 aten = torch.ops.aten
@@ -81,9 +87,15 @@ ACTIVATIONS: dict[str, tuple[Forward, Backward]] = {
 }
 
 
-def engine_for(model: torch.nn.Module, activation: str, device: torch.device) -> "MLPEngine | ConvEngine | None":
+def engine_for(
+    model: torch.nn.Module, activation: str, device: torch.device
+) -> "MLPEngine | ConvEngine | RecurrentEngine | None":
     """The engine for this model, or None where it trains through autograd."""
-    if device.type != "cpu" or type(model) not in (MLP, CNN) or model.norms is not None:
+    if device.type != "cpu":
+        return None
+    if type(model) is RNN:
+        return RecurrentEngine(model) if model.cell in ("rnn", "lstm") else None
+    if type(model) not in (MLP, CNN) or model.norms is not None:
         return None
     if activation != "linear" and activation not in ACTIVATIONS:
         return None
@@ -261,3 +273,149 @@ class ConvEngine:
         if recording is not None:
             recording.pre_activation_grads = [*reversed(dzs), grad]
         return loss, logits
+
+
+class RecurrentEngine:
+    """One training step's forward and backward pass of the RNN (tanh-RNN or LSTM layers) into buffers kept across
+    steps.
+
+    worker.recurrent unrolls the recurrence in Python so that autograd keeps every hidden
+    state h_t; each of the dozen ops of a time step then costs a Python call and an autograd
+    node, and a 2-layer LSTM over 50 steps takes twice as long as torch.nn.LSTM, whose CPU
+    loop runs in C++. Here a time step is a few ATen calls with no autograd, and backward is
+    written out: the loss gradient at every h_t (the total derivative, through the layer
+    above and through h_{t+1}), which the tracer reads, is what the recurrence computes
+    anyway. The weight gradients are one matrix product over all time steps. The
+    arithmetic is autograd's, in another order of summation: results agree to float32
+    rounding, not bit for bit (tests/worker/test_engine.py).
+    """
+
+    fixed = True
+
+    def __init__(self, model: RNN):
+        self.model = model
+        self.cell = model.cell
+        self.layers = list(model.recurrent)
+        self.output = model.output
+        self.regression = model.output.out_features == 1
+        for param in model.parameters():
+            param.grad = torch.zeros_like(param)
+        self._one = torch.ones(())
+        self._shape = None
+        self.recording = Recording()
+
+    def _allocate(self, steps: int, batch: int, inputs: int) -> None:
+        width = self.model.output.in_features
+        gates = 4 if self.cell == "lstm" else 1
+        new = torch.empty
+        self.x = new(steps, batch, inputs)  # the input sequence, time first
+        self.hs = [new(steps + 1, batch, width).zero_() for _ in self.layers]  # h_{-1} = 0, then h_0 ... h_{T-1}
+        self.dh = [new(steps, batch, width) for _ in self.layers]  # dLoss/dh_t, total
+        self.gates = [new(steps, batch, gates * width) for _ in self.layers]  # pre-activations, then the gates
+        self.dgates = [new(steps, batch, gates * width) for _ in self.layers]
+        self.projected = [new(steps, batch, gates * width) for _ in self.layers]  # W_ih x_t + b_ih + b_hh
+        self.below = [new(steps, batch, width) for _ in self.layers]  # dLoss/dx_t of the layer above (its input)
+        if self.cell == "lstm":
+            self.g = [new(steps, batch, width) for _ in self.layers]  # tanh of the g gate
+            self.c = [new(steps + 1, batch, width).zero_() for _ in self.layers]  # c_{-1} = 0, then c_t
+            self.tc = [new(steps, batch, width) for _ in self.layers]  # tanh(c_t)
+            self.dc, self.work = new(batch, width), new(batch, width)
+        self.logits, self.dlogits = new(batch, self.output.out_features), new(batch, self.output.out_features)
+        states = [list(h[1:].unbind(0)) for h in self.hs]
+        self.recording.pre_activations = [s for layer in states for s in layer] + [self.logits]
+        self.recording.pre_activation_grads = [g for d in self.dh for g in d.unbind(0)] + [self.dlogits]
+        self.recording.activations = self.recording.activation_inputs = [h[1:] for h in self.hs]
+        self.recording.layer_programs = None
+        self._shape = (steps, batch, inputs)
+
+    @torch.no_grad()
+    def step(self, x: Tensor, y: Tensor, recording: Recording | None = None) -> tuple[Tensor, Tensor]:
+        """Forward and backward of one batch (batch, T, inputs): the loss (0-d) and the outputs; gradients into
+        `.grad`."""
+        batch, steps, inputs = x.shape
+        if self._shape != (steps, batch, inputs):
+            self._allocate(steps, batch, inputs)
+        self.x.copy_(x.transpose(0, 1))
+        sequence = self.x
+        for l, layer in enumerate(self.layers):
+            flat = sequence.view(steps * batch, -1)
+            aten.addmm.out(layer.bias_ih + layer.bias_hh, flat, layer.weight_ih.t(), out=self.projected[l].view(steps * batch, -1))
+            self._forward_layer(l, layer, steps)
+            sequence = self.hs[l][1:]
+        aten.addmm.out(self.output.bias, sequence[-1], self.output.weight.t(), out=self.logits)
+
+        if self.regression:
+            outputs = self.logits.squeeze(-1)
+            loss = aten.mse_loss(outputs, y, 1)
+            aten.mse_loss_backward.grad_input(self._one, outputs, y, 1, grad_input=self.dlogits.squeeze(-1))
+        else:
+            loss, _ = cross_entropy(self.logits, y, self._one, self.dlogits)
+        aten.mm.out(self.dlogits.t(), sequence[-1], out=self.output.weight.grad)
+        aten.sum.IntList_out(self.dlogits, [0], out=self.output.bias.grad)
+        # The direct gradient at the top layer's states: only the last one feeds the output layer.
+        top = self.below[-1]
+        top.zero_()
+        aten.mm.out(self.dlogits, self.output.weight, out=top[-1])
+        for l in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[l]
+            self._backward_layer(l, layer, steps)
+            flat_dgates = self.dgates[l].view(steps * batch, -1)
+            inputs_flat = (self.x if l == 0 else self.hs[l - 1][1:]).reshape(steps * batch, -1)
+            aten.mm.out(flat_dgates.t(), inputs_flat, out=layer.weight_ih.grad)
+            aten.mm.out(flat_dgates.t(), self.hs[l][:-1].reshape(steps * batch, -1), out=layer.weight_hh.grad)
+            aten.sum.IntList_out(flat_dgates, [0], out=layer.bias_ih.grad)
+            layer.bias_hh.grad.copy_(layer.bias_ih.grad)
+            if l > 0:
+                aten.mm.out(flat_dgates, layer.weight_ih, out=self.below[l - 1].view(steps * batch, -1))
+        self.recording.layer_programs_ran = False
+        return loss, self.logits
+
+    def _forward_layer(self, l: int, layer: RecurrentLayer, steps: int) -> None:
+        hs, gates, projected, w_hh = self.hs[l], self.gates[l], self.projected[l], layer.weight_hh.t()
+        if self.cell == "rnn":
+            for t in range(steps):
+                aten.addmm.out(projected[t], hs[t], w_hh, out=hs[t + 1])
+                hs[t + 1].tanh_()
+            return
+        width = hs.shape[-1]
+        g, c, tc = self.g[l], self.c[l], self.tc[l]
+        for t in range(steps):
+            a = gates[t]
+            aten.addmm.out(projected[t], hs[t], w_hh, out=a)
+            aten.tanh.out(a[:, 2 * width : 3 * width], out=g[t])
+            a.sigmoid_()  # i, f and o; the g slot's sigmoid is not used
+            i, f, o = a[:, :width], a[:, width : 2 * width], a[:, 3 * width :]
+            aten.mul.out(f, c[t], out=c[t + 1])
+            c[t + 1].addcmul_(i, g[t])
+            aten.tanh.out(c[t + 1], out=tc[t])
+            aten.mul.out(o, tc[t], out=hs[t + 1])
+
+    def _backward_layer(self, l: int, layer: RecurrentLayer, steps: int) -> None:
+        """dLoss/dh_t for every t (total), and the gradients at the gates' pre-activations."""
+        dh, dgates, below, w_hh = self.dh[l], self.dgates[l], self.below[l], layer.weight_hh
+        dh[-1].copy_(below[-1])
+        if self.cell == "rnn":
+            hs = self.hs[l]
+            for t in range(steps - 1, -1, -1):
+                aten.tanh_backward.grad_input(dh[t], hs[t + 1], grad_input=dgates[t])
+                if t:
+                    aten.addmm.out(below[t - 1], dgates[t], w_hh, out=dh[t - 1])
+            return
+        width = dh.shape[-1]
+        gates, g, c, tc, dc, work = self.gates[l], self.g[l], self.c[l], self.tc[l], self.dc, self.work
+        dc.zero_()
+        for t in range(steps - 1, -1, -1):
+            a, da = gates[t], dgates[t]
+            i, f, o = a[:, :width], a[:, width : 2 * width], a[:, 3 * width :]
+            aten.mul.out(dh[t], tc[t], out=da[:, 3 * width :])  # through o
+            aten.mul.out(dh[t], o, out=work)
+            aten.tanh_backward.grad_input(work, tc[t], grad_input=work)
+            dc.add_(work)  # dLoss/dc_t: through h_t and through c_{t+1}
+            aten.mul.out(dc, g[t], out=da[:, :width])  # through i
+            aten.mul.out(dc, c[t], out=da[:, width : 2 * width])  # through f
+            aten.mul.out(dc, i, out=work)  # through g
+            dc.mul_(f)  # dLoss/dc_{t-1}
+            aten.sigmoid_backward.grad_input(da, a, grad_input=da)  # i, f, o; the g slot is overwritten next
+            aten.tanh_backward.grad_input(work, g[t], grad_input=da[:, 2 * width : 3 * width])
+            if t:
+                aten.addmm.out(below[t - 1], da, w_hh, out=dh[t - 1])

@@ -286,7 +286,7 @@ class Tracer:
             # the engine runs the plan's reductions layer by layer during backward, into self._sums and the
             # plan's block statistics.
             plan = self._fixed_plan
-            if plan is not None and recording.layer_programs_ran and recording.layer_programs is plan.codes:
+            if plan is not None and recording.layer_programs_ran and plan.codes and recording.layer_programs is plan.codes:
                 recording.layer_programs_ran = False
                 activations = plan.blocks.out
             else:
@@ -402,8 +402,11 @@ class FixedPlan:
         self.blocks = stats.FixedBlocks(
             recording.activations, recording.activation_inputs, tracer.activation, tracer.unit_dim
         )
-        self.programs = self._layer_programs(tracer, recording)
-        self.codes = [program.build() for program in self.programs]
+        # Per-layer reductions where each layer has one pre-activation gradient (the MLP's engine); a recurrent
+        # engine's layers have one per time step, and its tracer reads them all after backward.
+        one_each = len(self.deltas) == len(tracer._fixed_layers)
+        self.programs = self._layer_programs(tracer, recording) if one_each else []
+        self.codes = [program.build() for program in self.programs] if one_each else None
 
     def _layer_programs(self, tracer: Tracer, recording: Recording) -> list[stats.Program]:
         """Per weighted layer, the same reductions as `sums` and `blocks` make, of that layer's tensors: its

@@ -2,9 +2,9 @@
 
 One step, in this order: forward, backward, trace (this step's pass, before
 clipping and update), clip, optimizer step, the update's size, zero_grad. The
-loop syncs with the device only when the tracer flushes. A plain MLP
-or CNN without norm layers on a CPU runs its forward and backward through
-worker.engine, every other model through autograd.
+loop syncs with the device only when the tracer flushes. On a CPU, an MLP or a
+CNN without norm layers and a tanh-RNN or LSTM run their forward and backward
+through worker.engine, every other model through autograd.
 """
 
 import math

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from shared.spec import ExperimentSpec
 from worker.activations import ACTIVATIONS
-from worker.engine import ConvEngine, MLPEngine, engine_for
+from worker.engine import ConvEngine, MLPEngine, RecurrentEngine, engine_for
 from worker.models import Recording, build_model
 from worker.tracer import Tracer
 from worker.train import make_optimizer, train
@@ -123,7 +123,7 @@ def test_a_new_batch_size_gets_new_buffers_and_the_right_gradients():
         {"norm": "batchnorm"},
         {"norm": "layernorm"},
         {"arch": "cnn", "dataset": "digits", "depth": 2, "width": 4, "norm": "batchnorm"},
-        {"arch": "rnn", "dataset": "adding", "depth": 1, "width": 4},
+        {"arch": "rnn", "cell": "gru", "dataset": "adding", "depth": 1, "width": 4},
     ],
 )
 def test_other_models_train_through_autograd(options):
@@ -172,3 +172,51 @@ def test_after_the_first_traced_step_the_engine_measures_each_layer_during_backw
     assert traced == 5  # steps 0, 3, 6, 9 and the last
     assert len(runs) == (traced - 1) * (spec.depth + 1)  # every layer of every traced step but the first
     assert len({id(program) for program in runs}) == spec.depth + 1
+
+
+def recurrent_autograd_pass(spec: ExperimentSpec, x: torch.Tensor, y: torch.Tensor):
+    model = build_model(spec)
+    recording = Recording()
+    out = model(x, recording)
+    loss = F.mse_loss(out.squeeze(-1), y) if spec.is_regression() else F.cross_entropy(out, y)
+    params = list(model.parameters())
+    recording.backward(loss, params)
+    return loss, [p.grad for p in params], recording
+
+
+@pytest.mark.parametrize("dataset", ["adding", "copy_first"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_the_recurrent_engine_gives_autograds_gradients_at_every_time_step(cell, dataset):
+    """Not bit for bit (the weight gradients are one product over all time steps, not a sum of one per step), but
+    to float32 rounding: the loss, every parameter's gradient and dLoss/dh_t of every layer and time step."""
+    spec = ExperimentSpec(arch="rnn", cell=cell, depth=2, width=12, seq_len=9, dataset=dataset, batch_size=16)
+    inputs, outputs = spec.dims()
+    generator = torch.Generator().manual_seed(6)
+    x = torch.randn(16, 9, inputs, generator=generator)
+    y = torch.randn(16, generator=generator) if outputs == 1 else torch.randint(outputs, (16,), generator=generator)
+    loss, grads, recording = recurrent_autograd_pass(spec, x, y)
+
+    model = build_model(spec)
+    engine = engine_for(model, spec.activation, CPU)
+    assert isinstance(engine, RecurrentEngine)
+    engine_loss, outputs_ = engine.step(x, y, engine.recording)
+
+    assert engine_loss.item() == pytest.approx(loss.item(), rel=1e-6)
+    torch.testing.assert_close(outputs_, recording.pre_activations[-1], rtol=1e-5, atol=1e-6)
+    for param, grad in zip(model.parameters(), grads, strict=True):
+        torch.testing.assert_close(param.grad, grad, rtol=1e-4, atol=1e-6)
+    mine, theirs = engine.recording, recording
+    assert len(mine.pre_activation_grads) == len(theirs.pre_activation_grads) == 2 * 9 + 1
+    for a, b in zip(mine.pre_activation_grads, theirs.pre_activation_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+    for a, b in zip(mine.activations, theirs.activations):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_a_recurrent_run_by_the_engine_traces_as_autograd_does(cell):
+    spec = ExperimentSpec(arch="rnn", cell=cell, depth=2, width=16, seq_len=12, steps=15, dataset="adding")
+    by_hand, by_autograd = train(spec, engine=True), train(spec, engine=False)
+    assert by_hand.final_loss == pytest.approx(by_autograd.final_loss, rel=1e-4)
+    for name, values in by_autograd.trace.items():
+        np.testing.assert_allclose(by_hand.trace[name], values, rtol=1e-3, atol=1e-6, err_msg=name)
