@@ -41,48 +41,71 @@ from worker.recurrent import RNN, RecurrentLayer
 from worker.stats import run_program
 
 aten = torch.ops.aten
+nn_ops = torch._C._nn
+
+
+def _raw(overload) -> Callable:
+    """An ATen overload's C++ callable: `torch.ops.aten.X.Y(...)` goes through a Python layer first, which costs
+    as much as the kernel itself on a small tensor. The engine calls the torch.* and torch._C._nn bindings
+    where they take `out=`, and these for the backward kernels that have no other binding."""
+    return overload._op
+
+
+threshold_backward = _raw(aten.threshold_backward.grad_input)
+leaky_relu_backward = _raw(aten.leaky_relu_backward.grad_input)
+sigmoid_backward = _raw(aten.sigmoid_backward.grad_input)
+tanh_backward = _raw(aten.tanh_backward.grad_input)
+gelu_backward = _raw(aten.gelu_backward.grad_input)
+silu_backward = _raw(aten.silu_backward.grad_input)
+elu_backward = _raw(aten.elu_backward.grad_input)
+softplus_backward = _raw(aten.softplus_backward.grad_input)
+nll_loss_forward = _raw(aten.nll_loss_forward.default)
+nll_loss_backward = _raw(aten.nll_loss_backward.default)
+mse_loss_backward = _raw(aten.mse_loss_backward.grad_input)
+convolution_backward = _raw(aten.convolution_backward.default)
 
 # name: (forward into `out`, backward: (grad, input, output, out) -> dLoss/dinput into `out`), as autograd's
 # derivatives for torch.nn's modules compute them (tools/autograd/derivatives.yaml in PyTorch).
 Forward = Callable[[Tensor, Tensor], object]
 Backward = Callable[[Tensor, Tensor, Tensor, Tensor], object]
 ACTIVATIONS: dict[str, tuple[Forward, Backward]] = {
+    # torch.relu is clamp_min(x, 0) in ATen; clamp_min is the binding that takes out=.
     "relu": (
-        lambda z, out: aten.relu.out(z, out=out),
-        lambda g, z, a, out: aten.threshold_backward.grad_input(g, a, 0, grad_input=out),
+        lambda z, out: torch.clamp_min(z, 0, out=out),
+        lambda g, z, a, out: threshold_backward(g, a, 0, grad_input=out),
     ),
     "leaky_relu": (
-        lambda z, out: aten.leaky_relu.out(z, LEAKY_SLOPE, out=out),
-        lambda g, z, a, out: aten.leaky_relu_backward.grad_input(g, z, LEAKY_SLOPE, False, grad_input=out),
+        lambda z, out: nn_ops.leaky_relu(z, LEAKY_SLOPE, out=out),
+        lambda g, z, a, out: leaky_relu_backward(g, z, LEAKY_SLOPE, False, grad_input=out),
     ),
     "sigmoid": (
-        lambda z, out: aten.sigmoid.out(z, out=out),
-        lambda g, z, a, out: aten.sigmoid_backward.grad_input(g, a, grad_input=out),
+        lambda z, out: torch.sigmoid(z, out=out),
+        lambda g, z, a, out: sigmoid_backward(g, a, grad_input=out),
     ),
     "tanh": (
-        lambda z, out: aten.tanh.out(z, out=out),
-        lambda g, z, a, out: aten.tanh_backward.grad_input(g, a, grad_input=out),
+        lambda z, out: torch.tanh(z, out=out),
+        lambda g, z, a, out: tanh_backward(g, a, grad_input=out),
     ),
     "gelu": (
-        lambda z, out: aten.gelu.out(z, out=out),
-        lambda g, z, a, out: aten.gelu_backward.grad_input(g, z, grad_input=out),
+        lambda z, out: nn_ops.gelu(z, out=out),
+        lambda g, z, a, out: gelu_backward(g, z, grad_input=out),
     ),
     "silu": (
-        lambda z, out: aten.silu.out(z, out=out),
-        lambda g, z, a, out: aten.silu_backward.grad_input(g, z, grad_input=out),
+        lambda z, out: nn_ops.silu(z, out=out),
+        lambda g, z, a, out: silu_backward(g, z, grad_input=out),
     ),
     "elu": (
-        lambda z, out: aten.elu.out(z, 1.0, 1, 1, out=out),
-        lambda g, z, a, out: aten.elu_backward.grad_input(g, 1.0, 1, 1, False, z, grad_input=out),
+        lambda z, out: nn_ops.elu(z, 1.0, 1, 1, out=out),
+        lambda g, z, a, out: elu_backward(g, 1.0, 1, 1, False, z, grad_input=out),
     ),
     # torch.selu is elu with SELU's constants; autograd differentiates it as that elu.
     "selu": (
-        lambda z, out: aten.elu.out(z, SELU_ALPHA, SELU_SCALE, 1, out=out),
-        lambda g, z, a, out: aten.elu_backward.grad_input(g, SELU_ALPHA, SELU_SCALE, 1, False, z, grad_input=out),
+        lambda z, out: nn_ops.elu(z, SELU_ALPHA, SELU_SCALE, 1, out=out),
+        lambda g, z, a, out: elu_backward(g, SELU_ALPHA, SELU_SCALE, 1, False, z, grad_input=out),
     ),
     "softplus": (
-        lambda z, out: aten.softplus.out(z, 1, 20, out=out),
-        lambda g, z, a, out: aten.softplus_backward.grad_input(g, z, 1, 20, grad_input=out),
+        lambda z, out: nn_ops.softplus(z, 1, 20, out=out),
+        lambda g, z, a, out: softplus_backward(g, z, 1, 20, grad_input=out),
     ),
 }
 
@@ -105,12 +128,12 @@ def engine_for(
 def cross_entropy(logits: Tensor, targets: Tensor, one: Tensor, grad_out: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """F.cross_entropy's loss (0-d) and its gradient at the logits (into `grad_out` if given): log_softmax then
     nll_loss, and their backward in reverse, as autograd runs them."""
-    log_probs = aten._log_softmax(logits, 1, False)
-    loss, total_weight = aten.nll_loss_forward(log_probs, targets, None, 1, -100)
-    nll_grad = aten.nll_loss_backward(one, log_probs, targets, None, 1, -100, total_weight)
+    log_probs = torch._log_softmax(logits, 1, False)
+    loss, total_weight = nll_loss_forward(log_probs, targets, None, 1, -100)
+    nll_grad = nll_loss_backward(one, log_probs, targets, None, 1, -100, total_weight)
     if grad_out is None:
-        return loss, aten._log_softmax_backward_data(nll_grad, log_probs, 1, logits.dtype)
-    aten._log_softmax_backward_data.out(nll_grad, log_probs, 1, logits.dtype, out=grad_out)
+        return loss, torch._log_softmax_backward_data(nll_grad, log_probs, 1, logits.dtype)
+    torch._log_softmax_backward_data(nll_grad, log_probs, 1, logits.dtype, out=grad_out)
     return loss, grad_out
 
 
@@ -171,29 +194,29 @@ class MLPEngine:
         inputs = [x]
         for i, skip in enumerate(skips):
             layer = linears[i]
-            aten.addmm.out(layer.bias, inputs[i], layer.weight.t(), out=self.z[i])
+            torch.addmm(layer.bias, inputs[i], layer.weight.t(), out=self.z[i])
             if not self.linear_activation:
                 self._forward(self.z[i], self.a[i])
             if skip:
-                aten.add.out(inputs[i], self.a[i], out=self.h[i])
+                torch.add(inputs[i], self.a[i], out=self.h[i])
             inputs.append(self.h[i])
         output = linears[-1]
-        aten.addmm.out(output.bias, inputs[-1], output.weight.t(), out=self.logits)
+        torch.addmm(output.bias, inputs[-1], output.weight.t(), out=self.logits)
 
         loss, grad = cross_entropy(self.logits, y, self._one, self.dlogits)
         # On a traced step, the tracer's reductions of each layer run as soon as the layer is done with.
         programs = self.recording.layer_programs if recording is not None else None
         for i in range(len(linears) - 1, -1, -1):
             layer = linears[i]
-            aten.mm.out(grad.t(), inputs[i], out=layer.weight.grad)
-            aten.sum.IntList_out(grad, [0], out=layer.bias.grad)
+            torch.mm(grad.t(), inputs[i], out=layer.weight.grad)
+            torch.sum(grad, 0, out=layer.bias.grad)
             if i == 0:
                 if programs is not None:
                     run_program(programs[0])
                 break
             below = i - 1  # the hidden block whose output h is this layer's input
             dh = self.dh[below]
-            aten.mm.out(grad, layer.weight, out=dh)
+            torch.mm(grad, layer.weight, out=dh)
             if i < len(skips) and skips[i]:
                 dh.add_(self.dh[i])  # the skip around block i carries its output's gradient past it
             if not self.linear_activation:
@@ -242,30 +265,30 @@ class ConvEngine:
         geometry = self._geometry
         inputs, zs, activations = [x], [], []
         for i, (conv, skip) in enumerate(zip(self.convs, self.skips)):
-            z = aten.convolution(inputs[i], conv.weight, conv.bias, *geometry)
+            z = torch.convolution(inputs[i], conv.weight, conv.bias, *geometry)
             a = self._activate(z)
             if recording is not None:
                 recording.block([z], z, a, [conv.weight])
             zs.append(z)
             activations.append(a)
             inputs.append(inputs[i] + a if skip else a)
-        pooled = aten.mean.dim(inputs[-1], [2, 3])
-        logits = aten.addmm(self.output.bias, pooled, self.output.weight.t())
+        pooled = torch.mean(inputs[-1], (2, 3))
+        logits = torch.addmm(self.output.bias, pooled, self.output.weight.t())
         if recording is not None:
             recording.output(logits, [self.output.weight])
 
         loss, grad = cross_entropy(logits, y, self._one)
-        self.output.weight.grad = aten.mm(grad.t(), pooled)
-        self.output.bias.grad = aten.sum.dim_IntList(grad, [0])
+        self.output.weight.grad = torch.mm(grad.t(), pooled)
+        self.output.bias.grad = torch.sum(grad, 0)
         # The mean's backward: each position gets its share of the pooled gradient.
         top = inputs[-1]
-        dh = aten.div(aten.mm(grad, self.output.weight)[:, :, None, None].expand(top.shape), top.shape[2] * top.shape[3])
+        dh = torch.div(torch.mm(grad, self.output.weight)[:, :, None, None].expand(top.shape), top.shape[2] * top.shape[3])
         dzs = []
         for i in range(len(self.convs) - 1, -1, -1):
             conv = self.convs[i]
             dz = dh if self.linear_activation else self._backward(dh, zs[i], activations[i], torch.empty_like(dh))
             dzs.append(dz)
-            dinput, conv.weight.grad, conv.bias.grad = aten.convolution_backward(
+            dinput, conv.weight.grad, conv.bias.grad = convolution_backward(
                 dz, inputs[i], conv.weight, [conv.out_channels], *geometry, [i > 0, True, True]
             )
             if i > 0:
@@ -339,34 +362,34 @@ class RecurrentEngine:
         sequence = self.x
         for l, layer in enumerate(self.layers):
             flat = sequence.view(steps * batch, -1)
-            aten.addmm.out(layer.bias_ih + layer.bias_hh, flat, layer.weight_ih.t(), out=self.projected[l].view(steps * batch, -1))
+            torch.addmm(layer.bias_ih + layer.bias_hh, flat, layer.weight_ih.t(), out=self.projected[l].view(steps * batch, -1))
             self._forward_layer(l, layer, steps)
             sequence = self.hs[l][1:]
-        aten.addmm.out(self.output.bias, sequence[-1], self.output.weight.t(), out=self.logits)
+        torch.addmm(self.output.bias, sequence[-1], self.output.weight.t(), out=self.logits)
 
         if self.regression:
             outputs = self.logits.squeeze(-1)
-            loss = aten.mse_loss(outputs, y, 1)
-            aten.mse_loss_backward.grad_input(self._one, outputs, y, 1, grad_input=self.dlogits.squeeze(-1))
+            loss = nn_ops.mse_loss(outputs, y, 1)
+            mse_loss_backward(self._one, outputs, y, 1, grad_input=self.dlogits.squeeze(-1))
         else:
             loss, _ = cross_entropy(self.logits, y, self._one, self.dlogits)
-        aten.mm.out(self.dlogits.t(), sequence[-1], out=self.output.weight.grad)
-        aten.sum.IntList_out(self.dlogits, [0], out=self.output.bias.grad)
+        torch.mm(self.dlogits.t(), sequence[-1], out=self.output.weight.grad)
+        torch.sum(self.dlogits, 0, out=self.output.bias.grad)
         # The direct gradient at the top layer's states: only the last one feeds the output layer.
         top = self.below[-1]
         top.zero_()
-        aten.mm.out(self.dlogits, self.output.weight, out=top[-1])
+        torch.mm(self.dlogits, self.output.weight, out=top[-1])
         for l in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[l]
             self._backward_layer(l, layer, steps)
             flat_dgates = self.dgates[l].view(steps * batch, -1)
             inputs_flat = (self.x if l == 0 else self.hs[l - 1][1:]).reshape(steps * batch, -1)
-            aten.mm.out(flat_dgates.t(), inputs_flat, out=layer.weight_ih.grad)
-            aten.mm.out(flat_dgates.t(), self.hs[l][:-1].reshape(steps * batch, -1), out=layer.weight_hh.grad)
-            aten.sum.IntList_out(flat_dgates, [0], out=layer.bias_ih.grad)
+            torch.mm(flat_dgates.t(), inputs_flat, out=layer.weight_ih.grad)
+            torch.mm(flat_dgates.t(), self.hs[l][:-1].reshape(steps * batch, -1), out=layer.weight_hh.grad)
+            torch.sum(flat_dgates, 0, out=layer.bias_ih.grad)
             layer.bias_hh.grad.copy_(layer.bias_ih.grad)
             if l > 0:
-                aten.mm.out(flat_dgates, layer.weight_ih, out=self.below[l - 1].view(steps * batch, -1))
+                torch.mm(flat_dgates, layer.weight_ih, out=self.below[l - 1].view(steps * batch, -1))
         self.recording.layer_programs_ran = False
         return loss, self.logits
 
@@ -374,21 +397,21 @@ class RecurrentEngine:
         hs, gates, projected, w_hh = self.hs[l], self.gates[l], self.projected[l], layer.weight_hh.t()
         if self.cell == "rnn":
             for t in range(steps):
-                aten.addmm.out(projected[t], hs[t], w_hh, out=hs[t + 1])
+                torch.addmm(projected[t], hs[t], w_hh, out=hs[t + 1])
                 hs[t + 1].tanh_()
             return
         width = hs.shape[-1]
         g, c, tc = self.g[l], self.c[l], self.tc[l]
         for t in range(steps):
             a = gates[t]
-            aten.addmm.out(projected[t], hs[t], w_hh, out=a)
-            aten.tanh.out(a[:, 2 * width : 3 * width], out=g[t])
+            torch.addmm(projected[t], hs[t], w_hh, out=a)
+            torch.tanh(a[:, 2 * width : 3 * width], out=g[t])
             a.sigmoid_()  # i, f and o; the g slot's sigmoid is not used
             i, f, o = a[:, :width], a[:, width : 2 * width], a[:, 3 * width :]
-            aten.mul.out(f, c[t], out=c[t + 1])
+            torch.mul(f, c[t], out=c[t + 1])
             c[t + 1].addcmul_(i, g[t])
-            aten.tanh.out(c[t + 1], out=tc[t])
-            aten.mul.out(o, tc[t], out=hs[t + 1])
+            torch.tanh(c[t + 1], out=tc[t])
+            torch.mul(o, tc[t], out=hs[t + 1])
 
     def _backward_layer(self, l: int, layer: RecurrentLayer, steps: int) -> None:
         """dLoss/dh_t for every t (total), and the gradients at the gates' pre-activations."""
@@ -397,9 +420,9 @@ class RecurrentEngine:
         if self.cell == "rnn":
             hs = self.hs[l]
             for t in range(steps - 1, -1, -1):
-                aten.tanh_backward.grad_input(dh[t], hs[t + 1], grad_input=dgates[t])
+                tanh_backward(dh[t], hs[t + 1], grad_input=dgates[t])
                 if t:
-                    aten.addmm.out(below[t - 1], dgates[t], w_hh, out=dh[t - 1])
+                    torch.addmm(below[t - 1], dgates[t], w_hh, out=dh[t - 1])
             return
         width = dh.shape[-1]
         gates, g, c, tc, dc, work = self.gates[l], self.g[l], self.c[l], self.tc[l], self.dc, self.work
@@ -407,15 +430,15 @@ class RecurrentEngine:
         for t in range(steps - 1, -1, -1):
             a, da = gates[t], dgates[t]
             i, f, o = a[:, :width], a[:, width : 2 * width], a[:, 3 * width :]
-            aten.mul.out(dh[t], tc[t], out=da[:, 3 * width :])  # through o
-            aten.mul.out(dh[t], o, out=work)
-            aten.tanh_backward.grad_input(work, tc[t], grad_input=work)
+            torch.mul(dh[t], tc[t], out=da[:, 3 * width :])  # through o
+            torch.mul(dh[t], o, out=work)
+            tanh_backward(work, tc[t], grad_input=work)
             dc.add_(work)  # dLoss/dc_t: through h_t and through c_{t+1}
-            aten.mul.out(dc, g[t], out=da[:, :width])  # through i
-            aten.mul.out(dc, c[t], out=da[:, width : 2 * width])  # through f
-            aten.mul.out(dc, i, out=work)  # through g
+            torch.mul(dc, g[t], out=da[:, :width])  # through i
+            torch.mul(dc, c[t], out=da[:, width : 2 * width])  # through f
+            torch.mul(dc, i, out=work)  # through g
             dc.mul_(f)  # dLoss/dc_{t-1}
-            aten.sigmoid_backward.grad_input(da, a, grad_input=da)  # i, f, o; the g slot is overwritten next
-            aten.tanh_backward.grad_input(work, g[t], grad_input=da[:, 2 * width : 3 * width])
+            sigmoid_backward(da, a, grad_input=da)  # i, f, o; the g slot is overwritten next
+            tanh_backward(work, g[t], grad_input=da[:, 2 * width : 3 * width])
             if t:
-                aten.addmm.out(below[t - 1], da, w_hh, out=dh[t - 1])
+                torch.addmm(below[t - 1], da, w_hh, out=dh[t - 1])
