@@ -31,6 +31,7 @@ the CNN, to float32 rounding for the RNN.
 """
 
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import torch
 from torch import Tensor
@@ -349,6 +350,7 @@ class RecurrentEngine:
         self.recording.pre_activation_grads = [g for d in self.dh for g in d.unbind(0)] + [self.dlogits]
         self.recording.activations = self.recording.activation_inputs = [h[1:] for h in self.hs]
         self.recording.layer_programs = None
+        self._step_views: dict[int, SimpleNamespace] = {}
         self._shape = (steps, batch, inputs)
 
     @torch.no_grad()
@@ -393,52 +395,72 @@ class RecurrentEngine:
         self.recording.layer_programs_ran = False
         return loss, self.logits
 
+    def _views(self, l: int) -> SimpleNamespace:
+        """Layer l's buffers cut into per-time-step views once, so that a step costs no indexing: a view made in
+        Python costs about a microsecond, and a time step uses a dozen."""
+        views = self._step_views.get(l)
+        if views is not None:
+            return views
+        width = self.hs[l].shape[-1]
+
+        def steps(tensor: Tensor) -> list[Tensor]:
+            return list(tensor.unbind(0))
+
+        gates, dgates = self.gates[l], self.dgates[l]
+        views = SimpleNamespace(
+            projected=steps(self.projected[l]), h=steps(self.hs[l]), dh=steps(self.dh[l]), below=steps(self.below[l]),
+            a=steps(gates), da=steps(dgates),
+        )  # fmt: skip
+        if self.cell == "lstm":
+            chunk = [slice(k * width, (k + 1) * width) for k in range(4)]
+            views.i, views.f, views.g_pre, views.o = (steps(gates[:, :, part]) for part in chunk)
+            views.di, views.df, views.dg, views.do = (steps(dgates[:, :, part]) for part in chunk)
+            views.g, views.c, views.tc = steps(self.g[l]), steps(self.c[l]), steps(self.tc[l])
+        self._step_views[l] = views
+        return views
+
     def _forward_layer(self, l: int, layer: RecurrentLayer, steps: int) -> None:
-        hs, gates, projected, w_hh = self.hs[l], self.gates[l], self.projected[l], layer.weight_hh.t()
+        v, w_hh = self._views(l), layer.weight_hh.t()
+        h = v.h
         if self.cell == "rnn":
             for t in range(steps):
-                torch.addmm(projected[t], hs[t], w_hh, out=hs[t + 1])
-                hs[t + 1].tanh_()
+                torch.addmm(v.projected[t], h[t], w_hh, out=h[t + 1])
+                h[t + 1].tanh_()
             return
-        width = hs.shape[-1]
-        g, c, tc = self.g[l], self.c[l], self.tc[l]
+        c = v.c
         for t in range(steps):
-            a = gates[t]
-            torch.addmm(projected[t], hs[t], w_hh, out=a)
-            torch.tanh(a[:, 2 * width : 3 * width], out=g[t])
+            a = v.a[t]
+            torch.addmm(v.projected[t], h[t], w_hh, out=a)
+            torch.tanh(v.g_pre[t], out=v.g[t])
             a.sigmoid_()  # i, f and o; the g slot's sigmoid is not used
-            i, f, o = a[:, :width], a[:, width : 2 * width], a[:, 3 * width :]
-            torch.mul(f, c[t], out=c[t + 1])
-            c[t + 1].addcmul_(i, g[t])
-            torch.tanh(c[t + 1], out=tc[t])
-            torch.mul(o, tc[t], out=hs[t + 1])
+            torch.mul(v.f[t], c[t], out=c[t + 1])
+            c[t + 1].addcmul_(v.i[t], v.g[t])
+            torch.tanh(c[t + 1], out=v.tc[t])
+            torch.mul(v.o[t], v.tc[t], out=h[t + 1])
 
     def _backward_layer(self, l: int, layer: RecurrentLayer, steps: int) -> None:
         """dLoss/dh_t for every t (total), and the gradients at the gates' pre-activations."""
-        dh, dgates, below, w_hh = self.dh[l], self.dgates[l], self.below[l], layer.weight_hh
+        v, w_hh = self._views(l), layer.weight_hh
+        dh, below, da = v.dh, v.below, v.da
         dh[-1].copy_(below[-1])
         if self.cell == "rnn":
-            hs = self.hs[l]
             for t in range(steps - 1, -1, -1):
-                tanh_backward(dh[t], hs[t + 1], grad_input=dgates[t])
+                tanh_backward(dh[t], v.h[t + 1], grad_input=da[t])
                 if t:
-                    torch.addmm(below[t - 1], dgates[t], w_hh, out=dh[t - 1])
+                    torch.addmm(below[t - 1], da[t], w_hh, out=dh[t - 1])
             return
-        width = dh.shape[-1]
-        gates, g, c, tc, dc, work = self.gates[l], self.g[l], self.c[l], self.tc[l], self.dc, self.work
+        dc, work = self.dc, self.work
         dc.zero_()
         for t in range(steps - 1, -1, -1):
-            a, da = gates[t], dgates[t]
-            i, f, o = a[:, :width], a[:, width : 2 * width], a[:, 3 * width :]
-            torch.mul(dh[t], tc[t], out=da[:, 3 * width :])  # through o
-            torch.mul(dh[t], o, out=work)
-            tanh_backward(work, tc[t], grad_input=work)
+            torch.mul(dh[t], v.tc[t], out=v.do[t])  # through o
+            torch.mul(dh[t], v.o[t], out=work)
+            tanh_backward(work, v.tc[t], grad_input=work)
             dc.add_(work)  # dLoss/dc_t: through h_t and through c_{t+1}
-            torch.mul(dc, g[t], out=da[:, :width])  # through i
-            torch.mul(dc, c[t], out=da[:, width : 2 * width])  # through f
-            torch.mul(dc, i, out=work)  # through g
-            dc.mul_(f)  # dLoss/dc_{t-1}
-            sigmoid_backward(da, a, grad_input=da)  # i, f, o; the g slot is overwritten next
-            tanh_backward(work, g[t], grad_input=da[:, 2 * width : 3 * width])
+            torch.mul(dc, v.g[t], out=v.di[t])  # through i
+            torch.mul(dc, v.c[t], out=v.df[t])  # through f
+            torch.mul(dc, v.i[t], out=work)  # through g
+            dc.mul_(v.f[t])  # dLoss/dc_{t-1}
+            sigmoid_backward(da[t], v.a[t], grad_input=da[t])  # i, f, o; the g slot is overwritten next
+            tanh_backward(work, v.g[t], grad_input=v.dg[t])
             if t:
-                torch.addmm(below[t - 1], da, w_hh, out=dh[t - 1])
+                torch.addmm(below[t - 1], da[t], w_hh, out=dh[t - 1])
