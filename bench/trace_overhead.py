@@ -42,10 +42,18 @@ CLOCK = time.perf_counter
 
 
 class GradNormTracer(Tracer):
-    """Traces the layers' gradient norms and nothing else: the cheapest useful trace."""
+    """Traces the layers' gradient norms and nothing else: the cheapest useful trace.
+
+    With the MLP's engine, as the full trace does: each layer's gradient is measured right
+    after its backward (one planned kernel call per layer), from the second traced step on.
+    """
+
+    _grad_plan = _grad_programs = None
 
     def recording(self, step):
         self._grad_norms_now = step in self._traced
+        if self._grad_norms_now and self._grad_programs is not None:
+            return self._fixed  # the engine runs the per-layer programs on this step
         return None
 
     @torch.no_grad()
@@ -56,9 +64,16 @@ class GradNormTracer(Tracer):
         grads = [w.grad for w in self.weights]
         if self._host_rows is not None:
             if self._fixed is not None:  # the engine's gradients stay put: their addresses are read once
-                if getattr(self, "_grad_plan", None) is None:
+                if self._grad_plan is None:
                     self._grad_plan, self._grad_sums = stats.FixedTensors(grads), np.empty(len(grads))
-                self._grad_plan.sums(self._grad_sums)
+                    if len(self.weights) == self.layers:  # one weight per layer: the MLP's engine runs programs
+                        self._grad_programs = [stats.Program() for _ in grads]
+                        for i, (program, grad) in enumerate(zip(self._grad_programs, grads)):
+                            program.sum_of_squares(grad, self._grad_sums, i)
+                        self._fixed.layer_programs = [program.build() for program in self._grad_programs]
+                if not (recording is self._fixed and self._fixed.layer_programs_ran):
+                    self._grad_plan.sums(self._grad_sums)
+                self._fixed.layer_programs_ran = False
                 sums = self._grad_sums
             else:
                 sums = stats.host_sums(grads)

@@ -122,30 +122,65 @@ typedef struct {
  * to stay in registers. */
 #define RUN_LANES 16
 
+/* The saturation test of sums_of_run, by the shape of the intervals: most activations need one comparison
+ * (ReLU: v <= 0) or two (tanh, sigmoid: v <= a or v >= b), not the general test's four. */
+enum { NEVER, AT_MOST, AT_LEAST, OUTSIDE, INTERVALS };
+
+static int saturation_kind(const float *lim) {
+    int first = lim[0] <= lim[1], second = lim[2] <= lim[3];
+    if (!first && !second) return NEVER;
+    if (first && !second && lim[0] == -INFINITY) return AT_MOST; /* v <= lim[1] */
+    if (first && !second && lim[1] == INFINITY) return AT_LEAST; /* v >= lim[0] */
+    if (first && second && lim[0] == -INFINITY && lim[3] == INFINITY) return OUTSIDE; /* v <= lim[1] or v >= lim[2] */
+    return INTERVALS;
+}
+
+/* One run's loop for one kind of saturation test TEST(value, lim). */
+#define SUMS_OF_RUN(name, TEST)                                                                                \
+    FAST static void name(const float *x, const float *sat, int64_t n, float shift, const float *lim, Sums *sums) { \
+        for (int64_t start = 0; start < n; start += CHUNK) {                                                    \
+            int64_t end = n - start < CHUNK ? n : start + CHUNK, i = start;                                     \
+            float s[RUN_LANES] = {0}, s2[RUN_LANES] = {0};                                                      \
+            int32_t count[RUN_LANES] = {0};                                                                     \
+            for (; i + RUN_LANES <= end; i += RUN_LANES)                                                        \
+                for (int j = 0; j < RUN_LANES; j++) {                                                           \
+                    float v = x[i + j] - shift;                                                                 \
+                    s[j] += v;                                                                                  \
+                    s2[j] += v * v;                                                                             \
+                    count[j] += TEST(sat[i + j], lim);                                                          \
+                }                                                                                               \
+            for (; i < end; i++) {                                                                              \
+                float v = x[i] - shift;                                                                         \
+                s[0] += v;                                                                                      \
+                s2[0] += v * v;                                                                                 \
+                count[0] += TEST(sat[i], lim);                                                                  \
+            }                                                                                                   \
+            for (int j = 0; j < RUN_LANES; j++) {                                                               \
+                sums->sum += s[j];                                                                              \
+                sums->sum_sq += s2[j];                                                                          \
+                sums->saturated += count[j];                                                                    \
+            }                                                                                                   \
+        }                                                                                                       \
+    }
+
+#define TEST_NEVER(v, lim) 0
+#define TEST_AT_MOST(v, lim) ((v) <= (lim)[1])
+#define TEST_AT_LEAST(v, lim) ((v) >= (lim)[0])
+#define TEST_OUTSIDE(v, lim) (((v) <= (lim)[1]) | ((v) >= (lim)[2]))
+SUMS_OF_RUN(sums_never, TEST_NEVER)
+SUMS_OF_RUN(sums_at_most, TEST_AT_MOST)
+SUMS_OF_RUN(sums_at_least, TEST_AT_LEAST)
+SUMS_OF_RUN(sums_outside, TEST_OUTSIDE)
+SUMS_OF_RUN(sums_intervals, SATURATED)
+
 /* Sums of x - shift over n values, and how many of sat lie in the saturated intervals. */
-FAST static void sums_of_run(const float *x, const float *sat, int64_t n, float shift, const float *lim, Sums *sums) {
-    for (int64_t start = 0; start < n; start += CHUNK) {
-        int64_t end = n - start < CHUNK ? n : start + CHUNK, i = start;
-        float s[RUN_LANES] = {0}, s2[RUN_LANES] = {0};
-        int32_t count[RUN_LANES] = {0};
-        for (; i + RUN_LANES <= end; i += RUN_LANES)
-            for (int j = 0; j < RUN_LANES; j++) {
-                float v = x[i + j] - shift;
-                s[j] += v;
-                s2[j] += v * v;
-                count[j] += SATURATED(sat[i + j], lim);
-            }
-        for (; i < end; i++) {
-            float v = x[i] - shift;
-            s[0] += v;
-            s2[0] += v * v;
-            count[0] += SATURATED(sat[i], lim);
-        }
-        for (int j = 0; j < RUN_LANES; j++) {
-            sums->sum += s[j];
-            sums->sum_sq += s2[j];
-            sums->saturated += count[j];
-        }
+static void sums_of_run(const float *x, const float *sat, int64_t n, float shift, const float *lim, Sums *sums) {
+    switch (saturation_kind(lim)) {
+    case NEVER: sums_never(x, sat, n, shift, lim, sums); break;
+    case AT_MOST: sums_at_most(x, sat, n, shift, lim, sums); break;
+    case AT_LEAST: sums_at_least(x, sat, n, shift, lim, sums); break;
+    case OUTSIDE: sums_outside(x, sat, n, shift, lim, sums); break;
+    default: sums_intervals(x, sat, n, shift, lim, sums);
     }
 }
 
