@@ -1,5 +1,5 @@
-"""The forward and backward pass of the MLP and the CNN by hand, on a CPU: what autograd computes, without its
-cost per op and with the pre-activation gradients that the tracer needs for free.
+"""The forward and backward pass of the MLP, the CNN and the RNN by hand, on a CPU: what autograd computes,
+without its cost per op, and with the pre-activation gradients that the tracer needs for free.
 
 A deep narrow MLP's layers are small (a 128 x 64 by 64 x 64 product takes 14 us here),
 and around each of them autograd records a graph node, saves tensors, allocates its
@@ -279,6 +279,10 @@ class ConvEngine:
             recording.output(logits, [self.output.weight])
 
         loss, grad = cross_entropy(logits, y, self._one)
+        # A probe (the tracer's, on large blocks) takes each pre-activation gradient's size while it is in cache.
+        probe = recording.probe if recording is not None else None
+        if probe is not None:
+            probe.delta(len(self.convs), grad)
         self.output.weight.grad = torch.mm(grad.t(), pooled)
         self.output.bias.grad = torch.sum(grad, 0)
         # The mean's backward: each position gets its share of the pooled gradient.
@@ -289,6 +293,8 @@ class ConvEngine:
             conv = self.convs[i]
             dz = dh if self.linear_activation else self._backward(dh, zs[i], activations[i], torch.empty_like(dh))
             dzs.append(dz)
+            if probe is not None:
+                probe.delta(i, dz)
             dinput, conv.weight.grad, conv.bias.grad = convolution_backward(
                 dz, inputs[i], conv.weight, [conv.out_channels], *geometry, [i > 0, True, True]
             )

@@ -125,18 +125,32 @@ class HostProbe:
     (through its Recording), in forward order.
     """
 
-    def __init__(self, activation: Activation, unit_dim: int, blocks: int, weights: int, weight_sums=None):
+    def __init__(
+        self, activation: Activation, unit_dim: int, blocks: int, weights: int, weight_sums=None, deltas: int = 0
+    ):
         self.saturation = saturation_limits(activation)
         self.unit_dim = unit_dim
         self.stats = np.empty((blocks, 4))
         # The sums of squares of the weights, in forward order: into the caller's array if it gives one.
         self.weight_sums = np.empty(weights) if weight_sums is None else weight_sums
-        self._blocks = self._weights = 0
+        # Those of the pre-activation gradients, where a hand-written backward reports them (worker.engine's CNN).
+        self.delta_sums = np.empty(deltas)
+        self._blocks = self._weights = self._deltas = 0
 
     def start(self) -> "HostProbe":
         """Ready for a new forward pass."""
-        self._blocks = self._weights = 0
+        self._blocks = self._weights = self._deltas = 0
         return self
+
+    def delta(self, index: int, gradient: Tensor) -> None:
+        """The backward pass's loss gradient at pre-activation `index` (forward order), just computed."""
+        gradient = kernel_ready(gradient)
+        self.delta_sums[index] = _kernels.sumsq_one(gradient.data_ptr(), gradient.numel())
+        self._deltas += 1
+
+    def delta_squares(self) -> np.ndarray | None:
+        """The pass's sums of squares of the pre-activation gradients, if backward reported every one."""
+        return self.delta_sums if len(self.delta_sums) and self._deltas == len(self.delta_sums) else None
 
     def block(self, activation_input: Tensor, activation: Tensor) -> None:
         host_block_stats(self.stats, self._blocks, activation, activation_input, self.unit_dim, self.saturation)

@@ -172,8 +172,9 @@ class Tracer:
         if self._traced and stats.host_kernels(device):
             if math.prod(block) >= stats.PROBE_MIN_VALUES and fixed is None:
                 self._probe = stats.HostProbe(
-                    activation, model.unit_dim, self.layers - 1, len(self.weights), weight_sums=self._weight_sums
-                )
+                    activation, model.unit_dim, self.layers - 1, len(self.weights), weight_sums=self._weight_sums,
+                    deltas=sum(grads_per_layer),
+                )  # fmt: skip
         elif self._traced:
             self._workspace = stats.Workspace(self.layers - 1, block, device)
 
@@ -296,10 +297,17 @@ class Tracer:
                 activations = plan.blocks.stats()
                 recording.layer_programs = plan.codes
         elif self._probe is not None:
-            # The weights and activations were measured during the forward pass; the gradients now.
+            # The weights and activations were measured during the forward pass; the gradients now, but for the
+            # pre-activation gradients where the engine's backward measured them as it went.
             grads = [p.grad for p in self.params]
-            weights = len(self.weights)
-            stats.host_sums(grads[:weights] + recording.pre_activation_grads + grads[weights:], out=self._gradient_sums)
+            weights, deltas = len(self.weights), self._probe.delta_squares()
+            if deltas is None:
+                stats.host_sums(grads[:weights] + recording.pre_activation_grads + grads[weights:], out=self._gradient_sums)
+            else:
+                end = 2 * weights + len(deltas)
+                stats.host_sums(grads[:weights], out=self._sums[weights : 2 * weights])
+                self._sums[2 * weights : end] = deltas
+                stats.host_sums(grads[weights:], out=self._sums[end:])
             self._probe.weight_squares()  # checks that the forward pass reported every weight
             activations = self._probe.block_stats()
         else:

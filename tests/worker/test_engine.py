@@ -220,3 +220,20 @@ def test_a_recurrent_run_by_the_engine_traces_as_autograd_does(cell):
     assert by_hand.final_loss == pytest.approx(by_autograd.final_loss, rel=1e-4)
     for name, values in by_autograd.trace.items():
         np.testing.assert_allclose(by_hand.trace[name], values, rtol=1e-3, atol=1e-6, err_msg=name)
+
+
+def test_the_cnn_engine_reports_each_pre_activation_gradient_to_the_probe():
+    """With a probe (large blocks), the CNN engine measures dLoss/dz while backward has it in cache, and the tracer
+    takes those sums instead of reading the gradients again."""
+    from worker import stats
+
+    spec = ExperimentSpec(arch="cnn", dataset="digits", depth=2, width=16, batch_size=64)
+    model = build_model(spec)
+    engine = engine_for(model, "relu", CPU)
+    probe = stats.HostProbe(ACTIVATIONS["relu"], 1, 2, 3, deltas=3)
+    recording = Recording(probe.start())
+    assert probe.delta_squares() is None
+    engine.step(*batch(spec, 64), recording)
+    np.testing.assert_array_equal(probe.delta_squares(), stats.host_sums(recording.pre_activation_grads))
+    probe.start()
+    assert probe.delta_squares() is None  # a new pass has reported none yet
