@@ -41,6 +41,10 @@ class Recording:
         self.layer_programs: list | None = None
         self.layer_programs_ran = False  # set by the engine when it ran them on this step's backward
 
+    def release(self) -> None:
+        """Drop the pass's tensors, once measured."""
+        self.pre_activations, self.pre_activation_grads, self.activation_inputs, self.activations = [], [], [], []
+
     def block(
         self, pre_activations: list[Tensor], activation_input: Tensor, activation: Tensor, weights: list[Tensor]
     ) -> None:

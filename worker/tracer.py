@@ -236,6 +236,10 @@ class Tracer:
             self._measure_on_host(self._host_rows[len(self._row_steps)], loss, logits, targets, recording)
         else:
             self._measure_on_device(row, loss, logits, targets, recording)
+        if recording is not self._fixed:
+            # Let go of the step's activations and gradients now, not when the next traced step replaces this
+            # recording: the next step's tensors then reuse their memory while it is in cache.
+            recording.release()
         self._updates.before_step()
         self._row_steps.append(step)
         self._pending = row
