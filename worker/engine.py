@@ -311,8 +311,8 @@ class RecurrentEngine:
 
     worker.recurrent unrolls the recurrence in Python so that autograd keeps every hidden
     state h_t; each of the dozen ops of a time step then costs a Python call and an autograd
-    node, and a 2-layer LSTM over 50 steps takes twice as long as torch.nn.LSTM, whose CPU
-    loop runs in C++. Here a time step is a few ATen calls with no autograd, and backward is
+    node, and a 2-layer LSTM over 50 steps took twice as long as torch.nn.LSTM, which runs
+    the whole sequence through oneDNN's fused LSTM (that kernel never exposes dL/dh_t). Here a time step is a few ATen calls with no autograd, and backward is
     written out: the loss gradient at every h_t (the total derivative, through the layer
     above and through h_{t+1}), which the tracer reads, is what the recurrence computes
     anyway. The weight gradients are one matrix product over all time steps. The

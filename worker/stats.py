@@ -314,9 +314,7 @@ class Program:
 
     def build(self) -> np.ndarray:
         """The program as `_kernels.run` takes it; run it with `run_program`."""
-        program = np.array(self._records, np.int64)
-        self.code = program
-        return program
+        return np.array(self._records, np.int64)
 
 
 def _element_address(out: np.ndarray, index: int) -> int:

@@ -417,6 +417,7 @@ class FixedPlan:
         # Per-layer reductions where each layer has one pre-activation gradient (the MLP's engine); a recurrent
         # engine's layers have one per time step, and its tracer reads them all after backward.
         one_each = len(self.deltas) == len(tracer._fixed_layers)
+        # The programs are kept: they hold the tensors and arrays whose addresses their codes name.
         self.programs = self._layer_programs(tracer, recording) if one_each else []
         self.codes = [program.build() for program in self.programs] if one_each else None
 
@@ -425,8 +426,6 @@ class FixedPlan:
         parameters and their gradients, its pre-activation gradient, and the hidden block below it (whose output
         is the layer's input). One pre-activation gradient per layer, as in the MLP."""
         layers = tracer._fixed_layers
-        if len(self.deltas) != len(layers):
-            raise ValueError("per-layer reductions need one pre-activation gradient per layer")
         weights, sums = len(tracer.weights), tracer._sums
         index = {id(param): k for k, param in enumerate(tracer.params)}
 
