@@ -31,6 +31,9 @@
  *   accuracy(logits, targets, rows, classes) -> int
  *       how many rows of the float32 logits have their largest value (the first one; NaN counts as
  *       largest, as in torch.argmax) at the int64 target's index.
+ *   use_threads(GOMP_parallel, omp_get_max_threads, omp_get_thread_num, omp_get_num_threads)
+ *       the addresses of PyTorch's OpenMP runtime (or four zeros): sums of squares and block statistics
+ *       of at least 65,536 values are then split over PyTorch's threads (see team_run).
  *
  * fill_row, update_ratio and accuracy exist for their few microseconds: right after backward, the
  * code of the dozen numpy calls they replace is out of the core's caches, and each
@@ -104,6 +107,89 @@ FAST static double sum_squares(const float *x, int64_t n) {
         total += sum;
     }
     return total + sum_squares_double(x + start, n - start);
+}
+
+/* Large reductions split over PyTorch's own OpenMP threads.
+ *
+ * With two or more torch threads, the layers' kernels write each half of a large tensor
+ * from another core; read back by one thread, half of it crosses between the cores'
+ * caches, and the layer after the reduction reads it back across again. Where PyTorch runs
+ * on GNU OpenMP (its CPU builds on Linux), worker/stats.py hands over that runtime's entry
+ * points (`use_threads`) and a reduction of at least 2 * TEAM_MIN_VALUES values runs as a
+ * parallel region of PyTorch's own team, whose threads are already waiting for the next
+ * kernel: each reduces a contiguous share, as ATen's loops split a tensor, and the shares'
+ * float64 sums are added in order. Without those entry points everything runs on the
+ * calling thread. */
+typedef void (*GompParallel)(void (*)(void *), void *, unsigned, unsigned);
+typedef int (*OmpQuery)(void);
+static GompParallel team_parallel;
+static OmpQuery team_max_threads, team_thread_num, team_num_threads;
+#define TEAM_MAX 64
+/* Values per thread below which a split costs more than it saves (ATen's grain size). */
+#define TEAM_MIN_VALUES (1 << 15)
+
+typedef struct {
+    void (*part)(void *, int, int);
+    void *context;
+    int parts;
+} TeamJob;
+
+static void team_body(void *arg) {
+    TeamJob *job = arg;
+    int parts = team_num_threads(), part = team_thread_num();
+    if (part == 0) job->parts = parts;
+    job->part(job->context, part, parts);
+}
+
+/* How many threads a reduction of `values` values gets: 1 without a team or when it is small. */
+static int team_size(int64_t values) {
+    if (!team_parallel) return 1;
+    int64_t threads = team_max_threads(), most = values / TEAM_MIN_VALUES;
+    if (threads > most) threads = most;
+    return threads < 1 ? 1 : threads > TEAM_MAX ? TEAM_MAX : (int)threads;
+}
+
+/* part(context, p, parts) for every p < parts on `threads` threads of the team; returns parts (the team may
+ * be smaller than asked, as inside another parallel region). */
+static int team_run(void (*part)(void *, int, int), void *context, int threads) {
+    if (threads <= 1) {
+        part(context, 0, 1);
+        return 1;
+    }
+    TeamJob job = {part, context, 1};
+    team_parallel(team_body, &job, (unsigned)threads, 0);
+    return job.parts;
+}
+
+/* The share [start, end) of n items that part p of parts takes, in whole multiples of `unit` but for the last. */
+static void share(int64_t n, int64_t unit, int p, int parts, int64_t *start, int64_t *end) {
+    int64_t units = n / unit;
+    *start = units * p / parts * unit;
+    *end = p == parts - 1 ? n : units * (p + 1) / parts * unit;
+}
+
+typedef struct {
+    const float *x;
+    int64_t n;
+    double sums[TEAM_MAX];
+} SquaresJob;
+
+static void squares_part(void *context, int p, int parts) {
+    SquaresJob *job = context;
+    int64_t start, end;
+    share(job->n, SQUARES_CHUNK, p, parts, &start, &end);
+    job->sums[p] = sum_squares(job->x + start, end - start);
+}
+
+/* sum_squares, split over the team when large. */
+static double sum_squares_shared(const float *x, int64_t n) {
+    int threads = team_size(n);
+    if (threads <= 1) return sum_squares(x, n);
+    SquaresJob job = {x, n, {0}};
+    int parts = team_run(squares_part, &job, threads);
+    double total = 0.0;
+    for (int p = 0; p < parts; p++) total += job.sums[p];
+    return total;
 }
 
 /* What a pass over part of a block adds up: float64 sums of x - shift, and saturated values. */
@@ -261,7 +347,7 @@ static PyObject *sumsq(PyObject *Py_UNUSED(self), PyObject *args) {
     }
     double *result = out.buf;
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < n; i++) result[i] = sum_squares((const float *)(uintptr_t)address[i], size[i]);
+    for (Py_ssize_t i = 0; i < n; i++) result[i] = sum_squares_shared((const float *)(uintptr_t)address[i], size[i]);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&out);
     PyMem_Free(size);
@@ -279,21 +365,61 @@ typedef struct {
     int32_t *alive;  /* scratch: one flag per unit */
 } BlockShape;
 
+/* Sums and live units of rows [start, end) of a block (rows: its outer dimension); alive[u] is set for the
+ * units with a value > 0 there. */
+static void block_rows(const float *x, const float *sat, const BlockShape *shape, float shift, int64_t start,
+                       int64_t end, Sums *sums, int32_t *alive) {
+    int64_t units = shape->units, inner = shape->inner, size = units * inner;
+    x += start * size;
+    sums_of_run(x, sat + start * size, (end - start) * size, shift, shape->limits, sums);
+    memset(alive, 0, sizeof(int32_t) * units);
+    if (inner == 1) {
+        mark_alive_units(x, end - start, units, alive);
+    } else {
+        for (int64_t o = 0; o < end - start; o++)
+            for (int64_t u = 0; u < units; u++)
+                if (!alive[u]) alive[u] = any_alive(x + (o * units + u) * inner, inner);
+    }
+}
+
+typedef struct {
+    const float *x, *sat;
+    const BlockShape *shape;
+    float shift;
+    Sums sums[TEAM_MAX];
+    int32_t *alive; /* units flags per part */
+} BlockJob;
+
+static void block_part(void *context, int p, int parts) {
+    BlockJob *job = context;
+    int64_t start, end;
+    share(job->shape->outer, 1, p, parts, &start, &end);
+    job->sums[p] = (Sums){0.0, 0.0, 0};
+    block_rows(job->x, job->sat, job->shape, job->shift, start, end, &job->sums[p], job->alive + p * job->shape->units);
+}
+
 static void block_stats(const float *x, const float *sat, const BlockShape *shape, double *out) {
     int64_t outer = shape->outer, units = shape->units, inner = shape->inner, n = outer * units * inner;
-    float shift = x[0];
+    int threads = team_size(n);
+    if (threads > outer) threads = (int)outer;
+    /* Split, each part marks its live units in a scratch of its own (on failure to get one: not split). */
+    int32_t *scratch = threads > 1 ? malloc(sizeof(int32_t) * units * threads) : NULL;
+    BlockJob job = {x, sat, shape, x[0], {{0.0, 0.0, 0}}, scratch ? scratch : shape->alive};
+    int parts = team_run(block_part, &job, scratch ? threads : 1);
     Sums sums = {0.0, 0.0, 0};
-    sums_of_run(x, sat, n, shift, shape->limits, &sums);
-    memset(shape->alive, 0, sizeof(int32_t) * units);
-    if (inner == 1) {
-        mark_alive_units(x, outer, units, shape->alive);
-    } else {
-        for (int64_t o = 0; o < outer; o++)
-            for (int64_t u = 0; u < units; u++)
-                if (!shape->alive[u]) shape->alive[u] = any_alive(x + (o * units + u) * inner, inner);
-    }
     int64_t dead = 0;
-    for (int64_t u = 0; u < units; u++) dead += !shape->alive[u];
+    for (int p = 0; p < parts; p++) {
+        sums.sum += job.sums[p].sum;
+        sums.sum_sq += job.sums[p].sum_sq;
+        sums.saturated += job.sums[p].saturated;
+    }
+    for (int64_t u = 0; u < units; u++) {
+        int32_t alive = 0;
+        for (int p = 0; p < parts; p++) alive |= job.alive[p * units + u];
+        dead += !alive;
+    }
+    free(scratch);
+    float shift = job.shift;
     double mean_shifted = sums.sum / n;
     double variance = sums.sum_sq / n - mean_shifted * mean_shifted;
     out[0] = shift + mean_shifted;
@@ -308,7 +434,7 @@ static PyObject *sumsq_one(PyObject *Py_UNUSED(self), PyObject *args) {
     if (!PyArg_ParseTuple(args, "KL", &address, &n)) return NULL;
     double total;
     Py_BEGIN_ALLOW_THREADS
-    total = sum_squares((const float *)(uintptr_t)address, n);
+    total = sum_squares_shared((const float *)(uintptr_t)address, n);
     Py_END_ALLOW_THREADS
     return PyFloat_FromDouble(total);
 }
@@ -469,7 +595,7 @@ static PyObject *run(PyObject *Py_UNUSED(self), PyObject *program_obj) {
     Py_BEGIN_ALLOW_THREADS
     while (op < end) {
         if (op[0] == SUMSQ) {
-            *(double *)(uintptr_t)op[1] = sum_squares((const float *)(uintptr_t)op[2], op[3]);
+            *(double *)(uintptr_t)op[1] = sum_squares_shared((const float *)(uintptr_t)op[2], op[3]);
             op += 4;
             continue;
         }
@@ -530,6 +656,20 @@ static PyObject *accuracy(PyObject *Py_UNUSED(self), PyObject *args) {
     return PyLong_FromLongLong(right);
 }
 
+static PyObject *use_threads(PyObject *Py_UNUSED(self), PyObject *args) {
+    unsigned long long parallel, max_threads, thread_num, num_threads;
+    if (!PyArg_ParseTuple(args, "KKKK", &parallel, &max_threads, &thread_num, &num_threads)) return NULL;
+    if (!parallel != !max_threads || !parallel != !thread_num || !parallel != !num_threads) {
+        PyErr_SetString(PyExc_ValueError, "use_threads: all four entry points, or none (0)");
+        return NULL;
+    }
+    team_parallel = (GompParallel)(uintptr_t)parallel;
+    team_max_threads = (OmpQuery)(uintptr_t)max_threads;
+    team_thread_num = (OmpQuery)(uintptr_t)thread_num;
+    team_num_threads = (OmpQuery)(uintptr_t)num_threads;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"sumsq", sumsq, METH_VARARGS, "sumsq(addresses, sizes, out): out[i] = sum of squares of float32 tensor i."},
     {"sumsq_one", sumsq_one, METH_VARARGS, "sumsq_one(address, n): the sum of squares of one float32 tensor."},
@@ -545,6 +685,9 @@ static PyMethodDef methods[] = {
      "update_ratio(row, updates, weights, ratios, count, scale): row[ratios + i] = scale * row[updates + i] / "
      "row[weights + i]."},
     {"run", run, METH_O, "run(program): the reductions of a planned program (see the module's comment)."},
+    {"use_threads", use_threads, METH_VARARGS,
+     "use_threads(GOMP_parallel, omp_get_max_threads, omp_get_thread_num, omp_get_num_threads): addresses of the "
+     "GNU OpenMP runtime PyTorch runs on, to split large reductions over its threads; four zeros: one thread."},
     {"accuracy", accuracy, METH_VARARGS,
      "accuracy(logits, targets, rows, classes): how many rows' argmax is their int64 target."},
     {NULL, NULL, 0, NULL},

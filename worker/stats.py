@@ -8,10 +8,12 @@ through `torch._foreach_norm` (one fused kernel), per-layer activation statistic
 over the hidden activations stacked into one scratch tensor. On a CPU, the C
 kernels of worker/_kernels.c: every tensor reduced in one pass and one call, in
 float64, where PyTorch would make a pass per tensor and per statistic and lose
-squares below ~1e-19 in float32. Where the package was installed without a C
+squares below ~1e-19 in float32; large tensors are split over PyTorch's own
+threads (`share_torch_threads`). Where the package was installed without a C
 compiler the CPU uses the PyTorch path too.
 """
 
+import ctypes
 import math
 
 import numpy as np
@@ -24,6 +26,35 @@ try:
     from worker import _kernels
 except ImportError:  # built without a C compiler: see pyproject.toml
     _kernels = None
+
+
+def openmp_entry_points() -> tuple[int, int, int, int] | None:
+    """The addresses of GOMP_parallel, omp_get_max_threads, omp_get_thread_num and omp_get_num_threads in the
+    GNU OpenMP runtime PyTorch runs its CPU kernels on, or None where it runs on another (or none)."""
+    if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
+        return None
+    try:
+        with open("/proc/self/maps") as maps:  # where the runtime torch loaded lies (Linux)
+            path = next((line.split()[-1] for line in maps if "/libgomp" in line), None)
+        if path is None:
+            return None
+        runtime = ctypes.CDLL(path)  # the library already loaded: the same handle, the same threads
+        names = ("GOMP_parallel", "omp_get_max_threads", "omp_get_thread_num", "omp_get_num_threads")
+        return tuple(ctypes.cast(getattr(runtime, name), ctypes.c_void_p).value for name in names)
+    except (OSError, AttributeError):
+        return None
+
+
+def share_torch_threads(on: bool = True) -> bool:
+    """Let the C kernels split large reductions over PyTorch's own CPU threads (see worker/_kernels.c);
+    `on=False`: on the calling thread only. Returns whether they now split."""
+    entry_points = openmp_entry_points() if on and _kernels is not None else None
+    if _kernels is not None:
+        _kernels.use_threads(*(entry_points or (0, 0, 0, 0)))
+    return entry_points is not None
+
+
+share_torch_threads()
 
 
 def host_kernels(device: torch.device) -> bool:

@@ -234,3 +234,46 @@ def test_a_program_writes_only_into_float64_arrays_within_them():
         program.sum_of_squares(torch.ones(3), np.zeros(2, np.float32), 0)
     with pytest.raises(ValueError):
         program.sum_of_squares(torch.ones(3), np.zeros(2), 2)
+
+
+@pytest.fixture
+def two_torch_threads():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(threads)
+    stats.share_torch_threads()
+
+
+def test_the_kernels_find_the_openmp_runtime_torch_runs_on():
+    if "parallel backend: OpenMP" in torch.__config__.parallel_info():
+        assert stats.openmp_entry_points() is not None and stats.share_torch_threads()
+    with pytest.raises(ValueError, match="all four"):
+        stats._kernels.use_threads(1, 0, 0, 0)
+
+
+@pytest.mark.parametrize("name", ["relu", "tanh", "sigmoid", "leaky_relu"])
+@pytest.mark.parametrize("unit_dim,shape", [(1, (64, 32, 8, 8)), (1, (1024, 96))], ids=["conv", "dense"])
+def test_large_reductions_split_over_torchs_threads_agree_with_one_thread(two_torch_threads, name, unit_dim, shape):
+    """Each thread reduces a share of the rows; the shares' sums add up and a unit is alive if any share saw it
+    alive: units alive only in the last row or only in the first stay alive."""
+    activation = get_activation(name)
+    generator = torch.Generator().manual_seed(6)
+    z = torch.randn(shape, generator=generator) * 3
+    z[:, :6] = -4.0  # dead where the activation allows it...
+    z[-1, 1], z[0, 2] = 1.0, 1.0  # ...but for units 1 and 2, alive in one row at either end
+    a = activation.module()(z)
+    tensors = [a, z, torch.randn(300_000, generator=generator)]
+
+    def measured():
+        return stats.host_sums(tensors), stats.host_activation_array([a], [z], activation, unit_dim)
+
+    assert stats.share_torch_threads(False) is False
+    serial_sums, serial_stats = measured()
+    assert stats.share_torch_threads()
+    split_sums, split_stats = measured()
+    np.testing.assert_allclose(split_sums, serial_sums, rtol=1e-12)
+    np.testing.assert_allclose(split_stats, serial_stats, rtol=1e-9, atol=1e-12)
+    assert split_stats[0, 2] == serial_stats[0, 2]  # the dead share: a count
+    alive = (a > 0).transpose(0, 1).reshape(shape[1], -1).any(1)
+    assert split_stats[0, 2] == pytest.approx(1 - alive.double().mean().item())
