@@ -22,12 +22,12 @@ The RNN's tanh and LSTM layers (RecurrentEngine) go the same way: a time step is
 few ATen calls instead of a dozen autograd nodes, and the loss gradient at every hidden
 state, which the tracer reads, is what the hand-written recurrence computes anyway.
 
-It covers what most runs are: arch `mlp` or `cnn` with no norm layer, with or without
-skips, any activation of the spec; arch `rnn` with cell `rnn` or `lstm`; on a CPU. Every
-other model (norm layers, GRU cells, a GPU, where autograd's cost hides behind the
-device's queue) trains through autograd. tests/worker/test_engine.py checks the
-engines' losses, gradients and traces against autograd's: bit for bit for the MLP and
-the CNN, to float32 rounding for the RNN.
+It covers what most runs are: arch `mlp` with or without a norm layer, arch `cnn` with
+no norm layer, with or without skips, any activation of the spec; arch `rnn` with cell
+`rnn` or `lstm`; on a CPU. Every other model (a CNN's norm layers, GRU cells, a GPU,
+where autograd's cost hides behind the device's queue) trains through autograd.
+tests/worker/test_engine.py checks the engines' losses, gradients and traces against
+autograd's: bit for bit for the MLP and the CNN, to float32 rounding for the RNN.
 """
 
 from collections.abc import Callable
@@ -64,6 +64,10 @@ nll_loss_forward = _raw(aten.nll_loss_forward.default)
 nll_loss_backward = _raw(aten.nll_loss_backward.default)
 mse_loss_backward = _raw(aten.mse_loss_backward.grad_input)
 convolution_backward = _raw(aten.convolution_backward.default)
+batch_norm = _raw(aten.native_batch_norm.out)
+batch_norm_backward = _raw(aten.native_batch_norm_backward.out)
+layer_norm = _raw(aten.native_layer_norm.out)
+layer_norm_backward = _raw(aten.native_layer_norm_backward.out)
 
 # name: (forward into `out`, backward: (grad, input, output, out) -> dLoss/dinput into `out`), as autograd's
 # derivatives for torch.nn's modules compute them (tools/autograd/derivatives.yaml in PyTorch).
@@ -119,7 +123,7 @@ def engine_for(
         return None
     if type(model) is RNN:
         return RecurrentEngine(model) if model.cell in ("rnn", "lstm") else None
-    if type(model) not in (MLP, CNN) or model.norms is not None:
+    if type(model) not in (MLP, CNN) or (type(model) is CNN and model.norms is not None):
         return None
     if activation != "linear" and activation not in ACTIVATIONS:
         return None
@@ -145,7 +149,12 @@ class MLPEngine:
     step: the loop must not set it to None) and `recording` holds what the tracer reads:
     the same tensors every step (`fixed`), which the tracer hands back as a traced step's
     recording. On such a step the engine runs the recording's `layer_programs`, if the tracer
-    has set them: layer i's right after its backward (and the activation backward below it).
+    has set them: layer i's right after its backward (and the backward of the block below it).
+
+    With a norm layer (BatchNorm1d or LayerNorm) between each Linear and its activation,
+    the norm's forward and backward are ATen's `native_batch_norm` / `native_layer_norm`
+    and their backward, as autograd calls them; BatchNorm's running statistics and batch
+    count advance as the module's own forward advances them.
     """
 
     fixed = True
@@ -154,6 +163,8 @@ class MLPEngine:
         self.model = model
         self.linears = model.weighted_layers()
         self.skips = list(model.skips)
+        self.norms = list(model.norms) if model.norms is not None else None
+        self.batch_norm = self.norms is not None and isinstance(self.norms[0], torch.nn.BatchNorm1d)
         self.linear_activation = activation == "linear"
         self._forward, self._backward = ACTIVATIONS.get(activation, (None, None))
         for param in model.parameters():
@@ -161,10 +172,17 @@ class MLPEngine:
         self._one = torch.ones(())
         self._batch = -1
         self.recording = Recording()
+        # Whose gradients are final when layer i's reductions run: its own parameters, and the norm's of the block
+        # below it, whose backward has just run.
+        self.recording.layer_params = [
+            list(layer.parameters()) + (list(self.norms[i - 1].parameters()) if self.norms and i else [])
+            for i, layer in enumerate(self.linears)
+        ]
 
     def _allocate(self, batch: int) -> None:
-        """Buffers for a batch size: per hidden block its pre-activation z, activation a, output h (a, or h + a
-        with a skip), the loss gradient at its output and at z; the logits and their gradient."""
+        """Buffers for a batch size: per hidden block its pre-activation z, the norm's output n (with a norm),
+        activation a, output h (a, or h + a with a skip), the loss gradient at its output, at n and at z; the
+        logits and their gradient."""
         width, depth = self.model.hidden_width(), len(self.skips)
         classes = self.linears[-1].out_features
 
@@ -172,18 +190,51 @@ class MLPEngine:
             return torch.empty(batch, columns)
 
         self.z = [new(width) for _ in range(depth)]
-        self.a = self.z if self.linear_activation else [new(width) for _ in range(depth)]
+        # The activation's input: the norm's output, or z itself.
+        self.n = [new(width) for _ in range(depth)] if self.norms else self.z
+        self.a = self.n if self.linear_activation else [new(width) for _ in range(depth)]
         self.h = [new(width) if skip else a for skip, a in zip(self.skips, self.a)]
         self.dh = [new(width) for _ in range(depth)]  # dLoss / dh[i]
-        # With the identity activation dLoss/dz is dLoss/da, which is dLoss/dh (h is a, or h + a).
-        self.dz = self.dh if self.linear_activation else [new(width) for _ in range(depth)]
+        # With the identity activation dLoss/dn is dLoss/da, which is dLoss/dh (h is a, or h + a).
+        self.dn = self.dh if self.linear_activation else [new(width) for _ in range(depth)]
+        self.dz = [new(width) for _ in range(depth)] if self.norms else self.dn
+        if self.norms:
+            # The statistics the norm's forward saves for its backward: per feature (batch norm) or per row.
+            saved = width if self.batch_norm else (batch, 1)
+            self.saved = [(torch.empty(saved), torch.empty(saved)) for _ in range(depth)]
         self.logits, self.dlogits = new(classes), new(classes)
         self.recording.pre_activations = [*self.z, self.logits]
         self.recording.pre_activation_grads = [*self.dz, self.dlogits]
-        self.recording.activation_inputs = self.z
+        self.recording.activation_inputs = self.n
         self.recording.activations = self.a
         self.recording.layer_programs = None  # planned on the old buffers
         self._batch = batch
+
+    def _norm_forward(self, i: int) -> None:
+        """n[i] = block i's norm of z[i], as the module's forward in training mode computes it."""
+        norm, (mean, inverse_std) = self.norms[i], self.saved[i]
+        if self.batch_norm:
+            norm.num_batches_tracked.add_(1)
+            batch_norm(
+                self.z[i], norm.weight, norm.bias, norm.running_mean, norm.running_var, True, norm.momentum, norm.eps,
+                out=self.n[i], save_mean=mean, save_invstd=inverse_std,
+            )  # fmt: skip
+        else:
+            layer_norm(self.z[i], norm.normalized_shape, norm.weight, norm.bias, norm.eps,
+                       out0=self.n[i], out1=mean, out2=inverse_std)  # fmt: skip
+
+    def _norm_backward(self, i: int) -> None:
+        """dz[i] and the norm's gradients from dn[i]."""
+        norm, (mean, inverse_std) = self.norms[i], self.saved[i]
+        outputs = {"out0": self.dz[i], "out1": norm.weight.grad, "out2": norm.bias.grad}
+        if self.batch_norm:
+            batch_norm_backward(
+                self.dn[i], self.z[i], norm.weight, norm.running_mean, norm.running_var, mean, inverse_std, True,
+                norm.eps, [True, True, True], **outputs,
+            )  # fmt: skip
+        else:
+            layer_norm_backward(self.dn[i], self.z[i], norm.normalized_shape, mean, inverse_std, norm.weight,
+                                norm.bias, [True, True, True], **outputs)  # fmt: skip
 
     @torch.no_grad()
     def step(self, x: Tensor, y: Tensor, recording: Recording | None = None) -> tuple[Tensor, Tensor]:
@@ -196,8 +247,10 @@ class MLPEngine:
         for i, skip in enumerate(skips):
             layer = linears[i]
             torch.addmm(layer.bias, inputs[i], layer.weight.t(), out=self.z[i])
+            if self.norms:
+                self._norm_forward(i)
             if not self.linear_activation:
-                self._forward(self.z[i], self.a[i])
+                self._forward(self.n[i], self.a[i])
             if skip:
                 torch.add(inputs[i], self.a[i], out=self.h[i])
             inputs.append(self.h[i])
@@ -221,10 +274,12 @@ class MLPEngine:
             if i < len(skips) and skips[i]:
                 dh.add_(self.dh[i])  # the skip around block i carries its output's gradient past it
             if not self.linear_activation:
-                self._backward(dh, self.z[below], self.a[below], self.dz[below])
+                self._backward(dh, self.n[below], self.a[below], self.dn[below])
+            if self.norms:
+                self._norm_backward(below)
             if programs is not None:
-                # Layer i's weights, gradients and pre-activation gradient, and the block below it: all just
-                # read or written.
+                # Layer i's weights, gradients and pre-activation gradient, and the block below it (its norm's
+                # gradients too): all just read or written.
                 run_program(programs[i])
             grad = self.dz[below]
         self.recording.layer_programs_ran = programs is not None

@@ -40,6 +40,8 @@ class Recording:
         # MLP) runs as soon as it is done with that layer, while its tensors are in cache; set by the tracer.
         self.layer_programs: list | None = None
         self.layer_programs_ran = False  # set by the engine when it ran them on this step's backward
+        # Per weighted layer, the parameters whose gradients are final when its reductions run (the engine's).
+        self.layer_params: list[list[Tensor]] | None = None
 
     def release(self) -> None:
         """Drop the pass's tensors, once measured."""

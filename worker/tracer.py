@@ -117,7 +117,9 @@ class Tracer:
         self._fixed = fixed
         self._fixed_plan: FixedPlan | None = None
         # The engine's layers: their parameters, for the reductions it runs per layer (see FixedPlan).
-        self._fixed_layers = [list(layer.parameters()) for layer in model.weighted_layers()] if fixed else None
+        self._fixed_layers = None
+        if fixed is not None:
+            self._fixed_layers = fixed.layer_params or [list(layer.parameters()) for layer in model.weighted_layers()]
         layer_weights = model.layer_weights()
         self.weights = [w for weights in layer_weights for w in weights]
         weight_ids = {id(w) for w in self.weights}
@@ -414,9 +416,11 @@ class FixedPlan:
         self.blocks = stats.FixedBlocks(
             recording.activations, recording.activation_inputs, tracer.activation, tracer.unit_dim
         )
-        # Per-layer reductions where each layer has one pre-activation gradient (the MLP's engine); a recurrent
-        # engine's layers have one per time step, and its tracer reads them all after backward.
-        one_each = len(self.deltas) == len(tracer._fixed_layers)
+        # Per-layer reductions where each layer has one pre-activation gradient (the MLP's engine; a recurrent
+        # engine's layers have one per time step, and its tracer reads them all after backward) and every
+        # parameter's gradient is in one layer's reductions.
+        layered = [id(param) for params in tracer._fixed_layers for param in params]
+        one_each = len(self.deltas) == len(tracer._fixed_layers) and sorted(layered) == sorted(map(id, tracer.params))
         # The programs are kept: they hold the tensors and arrays whose addresses their codes name.
         self.programs = self._layer_programs(tracer, recording) if one_each else []
         self.codes = [program.build() for program in self.programs] if one_each else None

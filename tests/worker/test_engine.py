@@ -52,7 +52,31 @@ ARCHS = {
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 @pytest.mark.parametrize("arch", sorted(ARCHS))
 def test_one_step_gives_autograds_loss_and_gradients_exactly(arch, activation, residual):
-    spec = ExperimentSpec(**ARCHS[arch], activation=activation, residual=residual)
+    one_step_matches_autograd(ExperimentSpec(**ARCHS[arch], activation=activation, residual=residual))
+
+
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh", "gelu", "linear"])
+@pytest.mark.parametrize("norm", ["batchnorm", "layernorm"])
+def test_the_mlp_with_a_norm_layer_gives_autograds_loss_and_gradients_exactly(norm, activation, residual):
+    one_step_matches_autograd(ExperimentSpec(**ARCHS["mlp"], norm=norm, activation=activation, residual=residual))
+
+
+def test_batch_norm_running_statistics_advance_as_the_modules_own():
+    spec = ExperimentSpec(**ARCHS["mlp"], norm="batchnorm", activation="tanh")
+    by_module, by_hand = build_model(spec), build_model(spec)
+    engine = engine_for(by_hand, spec.activation, CPU)
+    for size in (16, 16, 9):
+        x, y = batch(spec, size)
+        by_module(x)
+        engine.step(x, y)
+    for a, b in zip(by_module.norms, by_hand.norms, strict=True):
+        for name in ("running_mean", "running_var", "num_batches_tracked"):
+            torch.testing.assert_close(getattr(b, name), getattr(a, name), rtol=0, atol=0, msg=name)
+    assert by_hand.norms[0].num_batches_tracked.item() == 3
+
+
+def one_step_matches_autograd(spec: ExperimentSpec) -> None:
     x, y = batch(spec)
     loss, grads, recording = autograd_pass(spec, x, y)
     engine_loss, logits, model, engine_recording = engine_pass(spec, x, y)
@@ -77,6 +101,8 @@ def test_one_step_gives_autograds_loss_and_gradients_exactly(arch, activation, r
         {"activation": "sigmoid", "optimizer": "adam", "lr": 0.01},
         {"activation": "linear", "residual": True, "trace_every": 3},
         {"activation": "relu", "dataset": "digits", "width": 64},
+        {"activation": "sigmoid", "norm": "batchnorm", "dataset": "digits", "optimizer": "adam", "lr": 0.01},
+        {"activation": "relu", "norm": "layernorm", "residual": True, "clipping": {"mode": "norm", "threshold": 0.5}},
         {"arch": "cnn", "dataset": "digits", "width": 8, "activation": "relu", "residual": True},
         {"arch": "cnn", "dataset": "digits", "width": 8, "activation": "silu", "optimizer": "adam", "lr": 0.01},
         # 64 x 16 x 8 x 8 values per block: the tracer measures them during the forward pass (its probe).
@@ -120,9 +146,8 @@ def test_a_new_batch_size_gets_new_buffers_and_the_right_gradients():
 @pytest.mark.parametrize(
     "options",
     [
-        {"norm": "batchnorm"},
-        {"norm": "layernorm"},
         {"arch": "cnn", "dataset": "digits", "depth": 2, "width": 4, "norm": "batchnorm"},
+        {"arch": "cnn", "dataset": "digits", "depth": 2, "width": 4, "norm": "layernorm"},
         {"arch": "rnn", "cell": "gru", "dataset": "adding", "depth": 1, "width": 4},
     ],
 )
@@ -159,14 +184,15 @@ def test_the_tracer_refuses_a_gradient_that_moved():
         tracer.flush()
 
 
-def test_after_the_first_traced_step_the_engine_measures_each_layer_during_backward(monkeypatch):
+@pytest.mark.parametrize("norm", ["none", "batchnorm"])
+def test_after_the_first_traced_step_the_engine_measures_each_layer_during_backward(monkeypatch, norm):
     """The tracer plans per-layer reductions on the first traced step; the engine runs them on the others."""
     from worker import engine as engine_module
 
     runs = []
     real = engine_module.run_program
     monkeypatch.setattr(engine_module, "run_program", lambda program: runs.append(program) or real(program))
-    spec = ExperimentSpec(depth=4, width=16, steps=12, trace_every=3)
+    spec = ExperimentSpec(depth=4, width=16, steps=12, trace_every=3, norm=norm)
     result = train(spec)
     traced = len(result.trace["step"])
     assert traced == 5  # steps 0, 3, 6, 9 and the last
