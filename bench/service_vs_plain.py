@@ -13,7 +13,11 @@ Linear or Conv2d and ReLU, `nn.LSTM`), Kaiming init, plain `torch.optim.SGD`,
 median over the rounds of service / plain, with the lowest and highest. The plain loop
 runs in this process with torch's default threads, unless `--threads`; compare with the
 worker's (`gradtrace workers` shows them: `gradtrace serve` gives its one process all
-cores). Also printed: the service with `trace_every` beyond the run (two traced steps),
+cores). It runs under the allocator settings a worker process uses
+(worker.allocator.keep_memory): with glibc's defaults, a fresh process's loop maps and
+unmaps its larger buffers on every step, and nn.LSTM's ran 1.4-1.8x slower here than the
+same loop after that setting (or after any large buffer had been freed, which raises
+glibc's threshold by itself). `--glibc-defaults` measures the plain loop without it. Also printed: the service with `trace_every` beyond the run (two traced steps),
 against the same plain loop: how gradtrace's own loop compares before any tracing.
 """
 
@@ -32,6 +36,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from shared.spec import ExperimentSpec  # noqa: E402
+from worker.allocator import keep_memory  # noqa: E402
 
 COMMON = {"activation": "relu", "init": "kaiming_normal", "lr": 1e-3, "optimizer": "sgd", "trace_every": 1}
 WORKLOADS = {
@@ -117,12 +122,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--threads", type=int, default=0, help="torch threads of the plain loop (0: torch's default)")
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument("--glibc-defaults", action="store_true",
+                        help="the plain loop under glibc's default malloc thresholds (a fresh process's)")
     args = parser.parse_args()
+    if not args.glibc_defaults:
+        keep_memory()  # as the worker's pool processes do
     if args.threads:
         torch.set_num_threads(args.threads)
     client = Client(args.url, args.token)
     workers = client.call("GET", "/api/v1/workers")["workers"]
-    print(f"plain loop: torch {torch.__version__}, {torch.get_num_threads()} threads; service workers: "
+    allocator = "glibc's default thresholds" if args.glibc_defaults else "the worker's allocator settings"
+    print(f"plain loop: torch {torch.__version__}, {torch.get_num_threads()} threads, {allocator}; service workers: "
           + ", ".join(f"{w['concurrency']} x {w['torch_threads']} threads" for w in workers)
           + f"; {args.steps} steps, {args.rounds} rounds", flush=True)
     print("| workload | plain ms/step | service, every metric at every step | service, 2 traced steps |")
