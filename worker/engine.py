@@ -292,7 +292,7 @@ class ConvEngine:
     After `step(x, y, recording)` every parameter's `.grad` holds its gradient (a new
     tensor, as with autograd.grad) and, on a traced step, the recording holds what the
     model's own forward would keep (its probe fed as the pass goes) plus the
-    pre-activation gradients.
+    pre-activation gradients, where there is no probe to measure them as backward goes.
     """
 
     fixed = False
@@ -343,19 +343,26 @@ class ConvEngine:
         # The mean's backward: each position gets its share of the pooled gradient.
         top = inputs[-1]
         dh = torch.div(torch.mm(grad, self.output.weight)[:, :, None, None].expand(top.shape), top.shape[2] * top.shape[3])
+        # A block's tensors are let go of once its backward is done with them, as autograd frees what it saved: the
+        # next ones then reuse memory that is still in cache. A recording keeps what the tracer reads, and the
+        # pre-activation gradients where no probe measured them.
+        keep_deltas = recording is not None and probe is None
         dzs = []
         for i in range(len(self.convs) - 1, -1, -1):
             conv = self.convs[i]
             dz = dh if self.linear_activation else self._backward(dh, zs[i], activations[i], torch.empty_like(dh))
-            dzs.append(dz)
+            zs[i] = activations[i] = inputs[i + 1] = None
+            if keep_deltas:
+                dzs.append(dz)
             if probe is not None:
                 probe.delta(i, dz)
             dinput, conv.weight.grad, conv.bias.grad = convolution_backward(
                 dz, inputs[i], conv.weight, [conv.out_channels], *geometry, [i > 0, True, True]
             )
+            del dz
             if i > 0:
                 dh = dinput + dh if self.skips[i] else dinput  # the skip around block i passes dh on
-        if recording is not None:
+        if keep_deltas:
             recording.pre_activation_grads = [*reversed(dzs), grad]
         return loss, logits
 

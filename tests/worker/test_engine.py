@@ -250,7 +250,7 @@ def test_a_recurrent_run_by_the_engine_traces_as_autograd_does(cell):
 
 def test_the_cnn_engine_reports_each_pre_activation_gradient_to_the_probe():
     """With a probe (large blocks), the CNN engine measures dLoss/dz while backward has it in cache, and the tracer
-    takes those sums instead of reading the gradients again."""
+    takes those sums instead of reading the gradients again: the recording does not keep them."""
     from worker import stats
 
     spec = ExperimentSpec(arch="cnn", dataset="digits", depth=2, width=16, batch_size=64)
@@ -259,7 +259,10 @@ def test_the_cnn_engine_reports_each_pre_activation_gradient_to_the_probe():
     probe = stats.HostProbe(ACTIVATIONS["relu"], 1, 2, 3, deltas=3)
     recording = Recording(probe.start())
     assert probe.delta_squares() is None
-    engine.step(*batch(spec, 64), recording)
-    np.testing.assert_array_equal(probe.delta_squares(), stats.host_sums(recording.pre_activation_grads))
+    x, y = batch(spec, 64)
+    engine.step(x, y, recording)
+    _, _, by_autograd = autograd_pass(spec, x, y)
+    np.testing.assert_array_equal(probe.delta_squares(), stats.host_sums(by_autograd.pre_activation_grads))
+    assert recording.pre_activation_grads == []
     probe.start()
     assert probe.delta_squares() is None  # a new pass has reported none yet
