@@ -402,11 +402,12 @@ class RecurrentEngine:
         new = torch.empty
         self.x = new(steps, batch, inputs)  # the input sequence, time first
         self.hs = [new(steps + 1, batch, width).zero_() for _ in self.layers]  # h_{-1} = 0, then h_0 ... h_{T-1}
-        self.dh = [new(steps, batch, width) for _ in self.layers]  # dLoss/dh_t, total
-        self.gates = [new(steps, batch, gates * width) for _ in self.layers]  # pre-activations, then the gates
+        # dLoss/dh_t, total: first the direct part (from the layer above, or the output layer), then the recurrence
+        # adds the part through h_{t+1} in place.
+        self.dh = [new(steps, batch, width) for _ in self.layers]
+        # W_ih x_t + b_ih + b_hh, then + W_hh h_{t-1} (the pre-activations), then the gates.
+        self.gates = [new(steps, batch, gates * width) for _ in self.layers]
         self.dgates = [new(steps, batch, gates * width) for _ in self.layers]
-        self.projected = [new(steps, batch, gates * width) for _ in self.layers]  # W_ih x_t + b_ih + b_hh
-        self.below = [new(steps, batch, width) for _ in self.layers]  # dLoss/dx_t of the layer above (its input)
         if self.cell == "lstm":
             self.g = [new(steps, batch, width) for _ in self.layers]  # tanh of the g gate
             self.c = [new(steps + 1, batch, width).zero_() for _ in self.layers]  # c_{-1} = 0, then c_t
@@ -432,7 +433,10 @@ class RecurrentEngine:
         sequence = self.x
         for l, layer in enumerate(self.layers):
             flat = sequence.view(steps * batch, -1)
-            torch.addmm(layer.bias_ih + layer.bias_hh, flat, layer.weight_ih.t(), out=self.projected[l].view(steps * batch, -1))
+            # The input's part of every time step at once, where the recurrence adds W_hh h_{t-1} in place (addmm_ is
+            # addmm(out=) without its copy of the addend): for the tanh-RNN into h_t itself, for the LSTM into its gates.
+            projected = self.hs[l][1:] if self.cell == "rnn" else self.gates[l]
+            torch.addmm(layer.bias_ih + layer.bias_hh, flat, layer.weight_ih.t(), out=projected.view(steps * batch, -1))
             self._forward_layer(l, layer, steps)
             sequence = self.hs[l][1:]
         torch.addmm(self.output.bias, sequence[-1], self.output.weight.t(), out=self.logits)
@@ -446,7 +450,7 @@ class RecurrentEngine:
         torch.mm(self.dlogits.t(), sequence[-1], out=self.output.weight.grad)
         torch.sum(self.dlogits, 0, out=self.output.bias.grad)
         # The direct gradient at the top layer's states: only the last one feeds the output layer.
-        top = self.below[-1]
+        top = self.dh[-1]
         top.zero_()
         torch.mm(self.dlogits, self.output.weight, out=top[-1])
         for l in range(len(self.layers) - 1, -1, -1):
@@ -459,7 +463,7 @@ class RecurrentEngine:
             torch.sum(flat_dgates, 0, out=layer.bias_ih.grad)
             layer.bias_hh.grad.copy_(layer.bias_ih.grad)
             if l > 0:
-                torch.mm(flat_dgates, layer.weight_ih, out=self.below[l - 1].view(steps * batch, -1))
+                torch.mm(flat_dgates, layer.weight_ih, out=self.dh[l - 1].view(steps * batch, -1))
         self.recording.layer_programs_ran = False
         return loss, self.logits
 
@@ -476,8 +480,7 @@ class RecurrentEngine:
 
         gates, dgates = self.gates[l], self.dgates[l]
         views = SimpleNamespace(
-            projected=steps(self.projected[l]), h=steps(self.hs[l]), dh=steps(self.dh[l]), below=steps(self.below[l]),
-            a=steps(gates), da=steps(dgates),
+            h=steps(self.hs[l]), dh=steps(self.dh[l]), a=steps(gates), da=steps(dgates),
         )  # fmt: skip
         if self.cell == "lstm":
             chunk = [slice(k * width, (k + 1) * width) for k in range(4)]
@@ -492,13 +495,12 @@ class RecurrentEngine:
         h = v.h
         if self.cell == "rnn":
             for t in range(steps):
-                torch.addmm(v.projected[t], h[t], w_hh, out=h[t + 1])
-                h[t + 1].tanh_()
+                h[t + 1].addmm_(h[t], w_hh).tanh_()
             return
         c = v.c
         for t in range(steps):
             a = v.a[t]
-            torch.addmm(v.projected[t], h[t], w_hh, out=a)
+            a.addmm_(h[t], w_hh)
             torch.tanh(v.g_pre[t], out=v.g[t])
             a.sigmoid_()  # i, f and o; the g slot's sigmoid is not used
             torch.mul(v.f[t], c[t], out=c[t + 1])
@@ -509,13 +511,12 @@ class RecurrentEngine:
     def _backward_layer(self, l: int, layer: RecurrentLayer, steps: int) -> None:
         """dLoss/dh_t for every t (total), and the gradients at the gates' pre-activations."""
         v, w_hh = self._views(l), layer.weight_hh
-        dh, below, da = v.dh, v.below, v.da
-        dh[-1].copy_(below[-1])
+        dh, da = v.dh, v.da
         if self.cell == "rnn":
             for t in range(steps - 1, -1, -1):
                 tanh_backward(dh[t], v.h[t + 1], grad_input=da[t])
                 if t:
-                    torch.addmm(below[t - 1], da[t], w_hh, out=dh[t - 1])
+                    dh[t - 1].addmm_(da[t], w_hh)
             return
         dc, work = self.dc, self.work
         dc.zero_()
@@ -531,4 +532,4 @@ class RecurrentEngine:
             sigmoid_backward(da[t], v.a[t], grad_input=da[t])  # i, f, o; the g slot is overwritten next
             tanh_backward(work, v.g[t], grad_input=v.dg[t])
             if t:
-                torch.addmm(below[t - 1], da[t], w_hh, out=dh[t - 1])
+                dh[t - 1].addmm_(da[t], w_hh)
