@@ -319,23 +319,31 @@ class ConvEngine:
     def step(self, x: Tensor, y: Tensor, recording: Recording | None = None) -> tuple[Tensor, Tensor]:
         """Forward and backward of one batch: the loss (0-d) and the logits; gradients into `.grad`."""
         geometry = self._geometry
+        # A probe (the tracer's, on large blocks) measures the weights, the activations and each pre-activation
+        # gradient while they are in cache, and the recording then keeps none of them: each block's tensors can go
+        # as soon as backward is done with them. Without one, the recording keeps them for the tracer.
+        probe = recording.probe if recording is not None else None
+        keep = recording is not None and probe is None
         inputs, zs, activations = [x], [], []
         for i, (conv, skip) in enumerate(zip(self.convs, self.skips)):
             z = torch.convolution(inputs[i], conv.weight, conv.bias, *geometry)
             a = self._activate(z)
-            if recording is not None:
+            if keep:
                 recording.block([z], z, a, [conv.weight])
+            elif probe is not None:
+                probe.weights([conv.weight])
+                probe.block(z, a)
             zs.append(z)
             activations.append(a)
             inputs.append(inputs[i] + a if skip else a)
         pooled = torch.mean(inputs[-1], (2, 3))
         logits = torch.addmm(self.output.bias, pooled, self.output.weight.t())
-        if recording is not None:
+        if keep:
             recording.output(logits, [self.output.weight])
+        elif probe is not None:
+            probe.weights([self.output.weight])
 
         loss, grad = cross_entropy(logits, y, self._one)
-        # A probe (the tracer's, on large blocks) takes each pre-activation gradient's size while it is in cache.
-        probe = recording.probe if recording is not None else None
         if probe is not None:
             probe.delta(len(self.convs), grad)
         self.output.weight.grad = torch.mm(grad.t(), pooled)
@@ -344,15 +352,13 @@ class ConvEngine:
         top = inputs[-1]
         dh = torch.div(torch.mm(grad, self.output.weight)[:, :, None, None].expand(top.shape), top.shape[2] * top.shape[3])
         # A block's tensors are let go of once its backward is done with them, as autograd frees what it saved: the
-        # next ones then reuse memory that is still in cache. A recording keeps what the tracer reads, and the
-        # pre-activation gradients where no probe measured them.
-        keep_deltas = recording is not None and probe is None
+        # next ones then reuse memory that is still in cache.
         dzs = []
         for i in range(len(self.convs) - 1, -1, -1):
             conv = self.convs[i]
             dz = dh if self.linear_activation else self._backward(dh, zs[i], activations[i], torch.empty_like(dh))
             zs[i] = activations[i] = inputs[i + 1] = None
-            if keep_deltas:
+            if keep:
                 dzs.append(dz)
             if probe is not None:
                 probe.delta(i, dz)
@@ -362,7 +368,7 @@ class ConvEngine:
             del dz
             if i > 0:
                 dh = dinput + dh if self.skips[i] else dinput  # the skip around block i passes dh on
-        if keep_deltas:
+        if keep:
             recording.pre_activation_grads = [*reversed(dzs), grad]
         return loss, logits
 
