@@ -4,9 +4,9 @@
 
 The plain loop is what one writes with torch.nn: the cell module over the sequence, a
 Linear on the last hidden state, MSE on the adding problem's shapes, `torch.optim.SGD`,
-`zero_grad` / forward / backward / step. PyTorch runs nn.LSTM and nn.GRU on a CPU
-through oneDNN's fused kernels, and nn.RNN through its C++ loop: none of them exposes
-the loss gradient at each hidden state, which gradtrace's trace needs. Against it,
+`zero_grad` / forward / backward / step. On a CPU PyTorch runs nn.LSTM through
+oneDNN's fused LSTM, nn.RNN and nn.GRU through ATen's C++ loop over time: none of them
+exposes the loss gradient at each hidden state, which gradtrace's trace needs. Against it,
 `worker.train.train()` on the spec of the same shapes (depth 2, width 64, 50 time
 steps, batch 64), untraced (`trace_every` beyond the run) and with every metric at every
 step; only the loops are timed (`train_seconds`). Both sides run in this process under

@@ -39,7 +39,7 @@ WORKLOADS = {
     "lstm": {"arch": "rnn", "cell": "lstm", "depth": 2, "width": 64, "seq_len": 50, "batch_size": 64, "dataset": "adding"},
 }
 # The four by default; these on request: norm layers (the MLP's through worker.engine, the CNN's through
-# autograd) and GRU cells (autograd).
+# autograd) and GRU cells.
 EXTRA = {
     "mlp-20x256-batchnorm": {**WORKLOADS["mlp-20x256"], "norm": "batchnorm"},
     "mlp-50x64-batchnorm": {**WORKLOADS["mlp-50x64"], "norm": "batchnorm"},

@@ -18,14 +18,14 @@ of the 6-block CNN on two threads). Its gradients are new tensors every step, as
 autograd's are, because PyTorch's convolution kernels have no variant that writes into
 given ones (their `out=` forms copy).
 
-The RNN's tanh and LSTM layers (RecurrentEngine) go the same way: a time step is a
+The RNN's tanh, LSTM and GRU layers (RecurrentEngine) go the same way: a time step is a
 few ATen calls instead of a dozen autograd nodes, and the loss gradient at every hidden
 state, which the tracer reads, is what the hand-written recurrence computes anyway.
 
 It covers what most runs are: arch `mlp` with or without a norm layer, arch `cnn` with
-no norm layer, with or without skips, any activation of the spec; arch `rnn` with cell
-`rnn` or `lstm`; on a CPU. Every other model (a CNN's norm layers, GRU cells, a GPU,
-where autograd's cost hides behind the device's queue) trains through autograd.
+no norm layer, with or without skips, any activation of the spec; arch `rnn` with any
+cell; on a CPU. Every other model (a CNN's norm layers, a GPU, where autograd's cost
+hides behind the device's queue) trains through autograd.
 tests/worker/test_engine.py checks the engines' losses, gradients and traces against
 autograd's: bit for bit for the MLP and the CNN, to float32 rounding for the RNN.
 """
@@ -122,7 +122,7 @@ def engine_for(
     if device.type != "cpu":
         return None
     if type(model) is RNN:
-        return RecurrentEngine(model) if model.cell in ("rnn", "lstm") else None
+        return RecurrentEngine(model)
     if type(model) not in (MLP, CNN) or (type(model) is CNN and model.norms is not None):
         return None
     if activation != "linear" and activation not in ACTIVATIONS:
@@ -374,13 +374,14 @@ class ConvEngine:
 
 
 class RecurrentEngine:
-    """One training step's forward and backward pass of the RNN (tanh-RNN or LSTM layers) into buffers kept across
-    steps.
+    """One training step's forward and backward pass of the RNN (tanh-RNN, LSTM or GRU layers) into buffers kept
+    across steps.
 
     worker.recurrent unrolls the recurrence in Python so that autograd keeps every hidden
     state h_t; each of the dozen ops of a time step then costs a Python call and an autograd
     node, and a 2-layer LSTM over 50 steps took twice as long as torch.nn.LSTM, which runs
-    the whole sequence through oneDNN's fused LSTM (that kernel never exposes dL/dh_t). Here a time step is a few ATen calls with no autograd, and backward is
+    the whole sequence through oneDNN's fused LSTM (that kernel never exposes dL/dh_t).
+    Here a time step is a few ATen calls with no autograd, and backward is
     written out: the loss gradient at every h_t (the total derivative, through the layer
     above and through h_{t+1}), which the tracer reads, is what the recurrence computes
     anyway. The weight gradients are one matrix product over all time steps. The
@@ -404,7 +405,7 @@ class RecurrentEngine:
 
     def _allocate(self, steps: int, batch: int, inputs: int) -> None:
         width = self.model.output.in_features
-        gates = 4 if self.cell == "lstm" else 1
+        gates = {"rnn": 1, "lstm": 4, "gru": 3}[self.cell]
         new = torch.empty
         self.x = new(steps, batch, inputs)  # the input sequence, time first
         self.hs = [new(steps + 1, batch, width).zero_() for _ in self.layers]  # h_{-1} = 0, then h_0 ... h_{T-1}
@@ -419,6 +420,12 @@ class RecurrentEngine:
             self.c = [new(steps + 1, batch, width).zero_() for _ in self.layers]  # c_{-1} = 0, then c_t
             self.tc = [new(steps, batch, width) for _ in self.layers]  # tanh(c_t)
             self.dc, self.work = new(batch, width), new(batch, width)
+        if self.cell == "gru":
+            # W_hh h_{t-1} + b_hh (the n gate scales its part by r, so it stays apart from the input's), and the
+            # loss gradient there; per time step, the gates hold r, z, then n.
+            self.hidden = [new(steps, batch, gates * width) for _ in self.layers]
+            self.dhidden = [new(steps, batch, gates * width) for _ in self.layers]
+            self.work, self.work2 = new(batch, width), new(batch, width)
         self.logits, self.dlogits = new(batch, self.output.out_features), new(batch, self.output.out_features)
         states = [list(h[1:].unbind(0)) for h in self.hs]
         self.recording.pre_activations = [s for layer in states for s in layer] + [self.logits]
@@ -442,7 +449,8 @@ class RecurrentEngine:
             # The input's part of every time step at once, where the recurrence adds W_hh h_{t-1} in place (addmm_ is
             # addmm(out=) without its copy of the addend): for the tanh-RNN into h_t itself, for the LSTM into its gates.
             projected = self.hs[l][1:] if self.cell == "rnn" else self.gates[l]
-            torch.addmm(layer.bias_ih + layer.bias_hh, flat, layer.weight_ih.t(), out=projected.view(steps * batch, -1))
+            bias = layer.bias_ih if self.cell == "gru" else layer.bias_ih + layer.bias_hh
+            torch.addmm(bias, flat, layer.weight_ih.t(), out=projected.view(steps * batch, -1))
             self._forward_layer(l, layer, steps)
             sequence = self.hs[l][1:]
         torch.addmm(self.output.bias, sequence[-1], self.output.weight.t(), out=self.logits)
@@ -463,11 +471,16 @@ class RecurrentEngine:
             layer = self.layers[l]
             self._backward_layer(l, layer, steps)
             flat_dgates = self.dgates[l].view(steps * batch, -1)
+            # The hidden side's gradient: the gates' own, but for the GRU, whose n gate sees r * (W_hn h + b_hn).
+            flat_dhidden = self.dhidden[l].view(steps * batch, -1) if self.cell == "gru" else flat_dgates
             inputs_flat = (self.x if l == 0 else self.hs[l - 1][1:]).reshape(steps * batch, -1)
             torch.mm(flat_dgates.t(), inputs_flat, out=layer.weight_ih.grad)
-            torch.mm(flat_dgates.t(), self.hs[l][:-1].reshape(steps * batch, -1), out=layer.weight_hh.grad)
+            torch.mm(flat_dhidden.t(), self.hs[l][:-1].reshape(steps * batch, -1), out=layer.weight_hh.grad)
             torch.sum(flat_dgates, 0, out=layer.bias_ih.grad)
-            layer.bias_hh.grad.copy_(layer.bias_ih.grad)
+            if flat_dhidden is flat_dgates:
+                layer.bias_hh.grad.copy_(layer.bias_ih.grad)
+            else:
+                torch.sum(flat_dhidden, 0, out=layer.bias_hh.grad)
             if l > 0:
                 torch.mm(flat_dgates, layer.weight_ih, out=self.dh[l - 1].view(steps * batch, -1))
         self.recording.layer_programs_ran = False
@@ -493,6 +506,17 @@ class RecurrentEngine:
             views.i, views.f, views.g_pre, views.o = (steps(gates[:, :, part]) for part in chunk)
             views.di, views.df, views.dg, views.do = (steps(dgates[:, :, part]) for part in chunk)
             views.g, views.c, views.tc = steps(self.g[l]), steps(self.c[l]), steps(self.tc[l])
+        if self.cell == "gru":
+            hidden, dhidden = self.hidden[l], self.dhidden[l]
+            rz, n = slice(0, 2 * width), slice(2 * width, 3 * width)
+            views.r, views.z = steps(gates[:, :, :width]), steps(gates[:, :, width:2 * width])
+            views.rz, views.n = steps(gates[:, :, rz]), steps(gates[:, :, n])
+            views.dr, views.dz = steps(dgates[:, :, :width]), steps(dgates[:, :, width:2 * width])
+            views.drz, views.dn = steps(dgates[:, :, rz]), steps(dgates[:, :, n])
+            views.hidden, views.hidden_rz, views.hidden_n = steps(hidden), steps(hidden[:, :, rz]), steps(hidden[:, :, n])
+            views.dhidden, views.dhidden_rz, views.dhidden_n = (
+                steps(dhidden), steps(dhidden[:, :, rz]), steps(dhidden[:, :, n])
+            )
         self._step_views[l] = views
         return views
 
@@ -502,6 +526,15 @@ class RecurrentEngine:
         if self.cell == "rnn":
             for t in range(steps):
                 h[t + 1].addmm_(h[t], w_hh).tanh_()
+            return
+        if self.cell == "gru":
+            # As worker.recurrent writes it: r, z = sigmoid(x + h parts), n = tanh(x_n + r * h_n), h = n + z (h - n).
+            for t in range(steps):
+                torch.addmm(layer.bias_hh, h[t], w_hh, out=v.hidden[t])
+                v.rz[t].add_(v.hidden_rz[t]).sigmoid_()
+                v.n[t].addcmul_(v.r[t], v.hidden_n[t]).tanh_()
+                torch.sub(h[t], v.n[t], out=h[t + 1])
+                h[t + 1].mul_(v.z[t]).add_(v.n[t])
             return
         c = v.c
         for t in range(steps):
@@ -514,6 +547,23 @@ class RecurrentEngine:
             torch.tanh(c[t + 1], out=v.tc[t])
             torch.mul(v.o[t], v.tc[t], out=h[t + 1])
 
+    def _backward_gru(self, v: SimpleNamespace, w_hh: Tensor, steps: int) -> None:
+        """The GRU's backward through time: dLoss/dh_t (total) and the gradients at both sides' pre-activations."""
+        dh, through_z, difference = v.dh, self.work, self.work2
+        for t in range(steps - 1, -1, -1):
+            # h_{t+1} = n + z (h_t - n): to n, dh - z dh; to z, dh (h_t - n); to h_t directly, z dh.
+            torch.mul(dh[t], v.z[t], out=through_z)
+            torch.sub(dh[t], through_z, out=v.dn[t])
+            torch.sub(v.h[t], v.n[t], out=difference)
+            torch.mul(dh[t], difference, out=v.dz[t])
+            tanh_backward(v.dn[t], v.n[t], grad_input=v.dn[t])  # n = tanh(x_n + r h_n)
+            torch.mul(v.dn[t], v.r[t], out=v.dhidden_n[t])
+            torch.mul(v.dn[t], v.hidden_n[t], out=v.dr[t])
+            sigmoid_backward(v.drz[t], v.rz[t], grad_input=v.drz[t])
+            v.dhidden_rz[t].copy_(v.drz[t])
+            if t:
+                dh[t - 1].add_(through_z).addmm_(v.dhidden[t], w_hh)
+
     def _backward_layer(self, l: int, layer: RecurrentLayer, steps: int) -> None:
         """dLoss/dh_t for every t (total), and the gradients at the gates' pre-activations."""
         v, w_hh = self._views(l), layer.weight_hh
@@ -523,6 +573,9 @@ class RecurrentEngine:
                 tanh_backward(dh[t], v.h[t + 1], grad_input=da[t])
                 if t:
                     dh[t - 1].addmm_(da[t], w_hh)
+            return
+        if self.cell == "gru":
+            self._backward_gru(v, w_hh, steps)
             return
         dc, work = self.dc, self.work
         dc.zero_()
