@@ -31,6 +31,9 @@
  *   accuracy(logits, targets, rows, classes) -> int
  *       how many rows of the float32 logits have their largest value (the first one; NaN counts as
  *       largest, as in torch.argmax) at the int64 target's index.
+ *   lstm_backward(dh, tanh_c, gates, g, c_prev, dc, dgates, batch, width)
+ *       one time step of an LSTM layer's elementwise backward, for worker.engine (the one kernel here that
+ *       is not the tracer's: ten PyTorch calls per time step cost more than their arithmetic).
  *   use_threads(GOMP_parallel, omp_get_max_threads, omp_get_thread_num, omp_get_num_threads)
  *       the addresses of PyTorch's OpenMP runtime (or four zeros): sums of squares and block statistics
  *       of at least 65,536 values are then split over PyTorch's threads (see team_run).
@@ -636,6 +639,47 @@ static PyObject *update_ratio(PyObject *Py_UNUSED(self), PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* One time step of an LSTM layer's backward (worker.engine's RecurrentEngine): the ten elementwise PyTorch calls
+ * of a step in one pass, with their formulas (tanh' as 1 - y*y, sigmoid' as (1 - y)*y, in the same order). Every
+ * array is float32, contiguous, batch x width, but for the gates (their sigmoid outputs i, f, o and the g slot)
+ * and their gradients, batch x 4*width in the order i, f, g, o. dc holds dLoss/dc_t on entry (the part through
+ * c_{t+1}) and dLoss/dc_{t-1} on return. */
+FAST static void lstm_step_backward(const float *dh, const float *tc, const float *gates, const float *g,
+                                    const float *c_prev, float *dc, float *dgates, int64_t batch, int64_t width) {
+    for (int64_t b = 0; b < batch; b++) {
+        const float *i = gates + 4 * width * b, *f = i + width, *o = i + 3 * width;
+        float *di = dgates + 4 * width * b, *df = di + width, *dg = di + 2 * width, *d_o = di + 3 * width;
+        const float *dh_b = dh + width * b, *tc_b = tc + width * b, *g_b = g + width * b, *c_b = c_prev + width * b;
+        float *dc_b = dc + width * b;
+        for (int64_t k = 0; k < width; k++) {
+            float through_o = dh_b[k] * tc_b[k];
+            float through_c = dh_b[k] * o[k];
+            through_c = through_c * (1.0f - tc_b[k] * tc_b[k]);
+            float dct = dc_b[k] + through_c;
+            float to_i = dct * g_b[k], to_f = dct * c_b[k], to_g = dct * i[k];
+            dc_b[k] = dct * f[k];
+            di[k] = to_i * (1.0f - i[k]) * i[k];
+            df[k] = to_f * (1.0f - f[k]) * f[k];
+            d_o[k] = through_o * (1.0f - o[k]) * o[k];
+            dg[k] = to_g * (1.0f - g_b[k] * g_b[k]);
+        }
+    }
+}
+
+static PyObject *lstm_backward(PyObject *Py_UNUSED(self), PyObject *args) {
+    unsigned long long dh, tc, gates, g, c_prev, dc, dgates;
+    long long batch, width;
+    if (!PyArg_ParseTuple(args, "KKKKKKKLL", &dh, &tc, &gates, &g, &c_prev, &dc, &dgates, &batch, &width)) return NULL;
+    if (batch < 0 || width < 0) {
+        PyErr_SetString(PyExc_ValueError, "lstm_backward: batch and width must be >= 0");
+        return NULL;
+    }
+    lstm_step_backward((const float *)(uintptr_t)dh, (const float *)(uintptr_t)tc, (const float *)(uintptr_t)gates,
+                       (const float *)(uintptr_t)g, (const float *)(uintptr_t)c_prev, (float *)(uintptr_t)dc,
+                       (float *)(uintptr_t)dgates, batch, width);
+    Py_RETURN_NONE;
+}
+
 static PyObject *accuracy(PyObject *Py_UNUSED(self), PyObject *args) {
     unsigned long long logits_address, targets_address;
     long long rows, classes;
@@ -688,6 +732,9 @@ static PyMethodDef methods[] = {
     {"use_threads", use_threads, METH_VARARGS,
      "use_threads(GOMP_parallel, omp_get_max_threads, omp_get_thread_num, omp_get_num_threads): addresses of the "
      "GNU OpenMP runtime PyTorch runs on, to split large reductions over its threads; four zeros: one thread."},
+    {"lstm_backward", lstm_backward, METH_VARARGS,
+     "lstm_backward(dh, tanh_c, gates, g, c_prev, dc, dgates, batch, width): one time step of an LSTM layer's "
+     "elementwise backward, by addresses (see worker.engine)."},
     {"accuracy", accuracy, METH_VARARGS,
      "accuracy(logits, targets, rows, classes): how many rows' argmax is their int64 target."},
     {NULL, NULL, 0, NULL},

@@ -41,6 +41,11 @@ from worker.models import CNN, MLP, Recording
 from worker.recurrent import RNN, RecurrentLayer
 from worker.stats import run_program
 
+try:  # an LSTM time step's elementwise backward in one call (worker/_kernels.c)
+    from worker._kernels import lstm_backward as lstm_step_backward
+except ImportError:  # built without a C compiler: the PyTorch calls
+    lstm_step_backward = None
+
 aten = torch.ops.aten
 nn_ops = torch._C._nn
 
@@ -506,6 +511,12 @@ class RecurrentEngine:
             views.i, views.f, views.g_pre, views.o = (steps(gates[:, :, part]) for part in chunk)
             views.di, views.df, views.dg, views.do = (steps(dgates[:, :, part]) for part in chunk)
             views.g, views.c, views.tc = steps(self.g[l]), steps(self.c[l]), steps(self.tc[l])
+            # What the C kernel's backward of time step t reads and writes, by address (all contiguous).
+            views.backward_addresses = [
+                (views.dh[t].data_ptr(), views.tc[t].data_ptr(), views.a[t].data_ptr(), views.g[t].data_ptr(),
+                 views.c[t].data_ptr(), self.dc.data_ptr(), views.da[t].data_ptr(), *views.dh[t].shape)
+                for t in range(len(views.dh))
+            ]  # fmt: skip
         if self.cell == "gru":
             hidden, dhidden = self.hidden[l], self.dhidden[l]
             rz, n = slice(0, 2 * width), slice(2 * width, 3 * width)
@@ -579,6 +590,13 @@ class RecurrentEngine:
             return
         dc, work = self.dc, self.work
         dc.zero_()
+        if lstm_step_backward is not None:
+            addresses = v.backward_addresses
+            for t in range(steps - 1, -1, -1):
+                lstm_step_backward(*addresses[t])  # the loop below's elementwise calls, in one
+                if t:
+                    dh[t - 1].addmm_(da[t], w_hh)
+            return
         for t in range(steps - 1, -1, -1):
             torch.mul(dh[t], v.tc[t], out=v.do[t])  # through o
             torch.mul(dh[t], v.o[t], out=work)

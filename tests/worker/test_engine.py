@@ -238,6 +238,28 @@ def test_the_recurrent_engine_gives_autograds_gradients_at_every_time_step(cell,
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_the_lstms_c_backward_step_gives_what_the_pytorch_calls_give(monkeypatch):
+    from worker import engine as engine_module
+
+    assert engine_module.lstm_step_backward is not None  # built with the package
+    spec = ExperimentSpec(arch="rnn", cell="lstm", depth=2, width=24, seq_len=7, dataset="copy_first", batch_size=8)
+    inputs, outputs = spec.dims()
+    generator = torch.Generator().manual_seed(7)
+    x, y = torch.randn(8, 7, inputs, generator=generator), torch.randint(outputs, (8,), generator=generator)
+
+    def one_step():
+        model = build_model(spec)
+        engine = engine_for(model, spec.activation, CPU)
+        engine.step(x, y, engine.recording)
+        return [p.grad.clone() for p in model.parameters()], [g.clone() for g in engine.recording.pre_activation_grads]
+
+    by_kernel = one_step()
+    monkeypatch.setattr(engine_module, "lstm_step_backward", None)
+    by_torch = one_step()
+    for mine, theirs in zip(by_kernel[0] + by_kernel[1], by_torch[0] + by_torch[1], strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-7)
+
+
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_a_recurrent_run_by_the_engine_traces_as_autograd_does(cell):
     spec = ExperimentSpec(arch="rnn", cell=cell, depth=2, width=16, seq_len=12, steps=15, dataset="adding")
