@@ -31,9 +31,12 @@
  *   accuracy(logits, targets, rows, classes) -> int
  *       how many rows of the float32 logits have their largest value (the first one; NaN counts as
  *       largest, as in torch.argmax) at the int64 target's index.
+ *   lstm_forward(gates, g, c_prev, c, tanh_c, h, batch, width)
  *   lstm_backward(dh, tanh_c, gates, g, c_prev, dc, dgates, batch, width)
- *       one time step of an LSTM layer's elementwise backward, for worker.engine (the one kernel here that
- *       is not the tracer's: ten PyTorch calls per time step cost more than their arithmetic).
+ *       one time step of an LSTM layer's elementwise forward and backward, for worker.engine (the two
+ *       kernels here that are not the tracer's: the dozen PyTorch calls of a time step cost more than
+ *       their arithmetic). The forward's sigmoid and tanh are Cephes' float32 ones, inline so that the
+ *       loop vectorizes (hence -fno-math-errno and -fno-trapping-math in pyproject.toml).
  *   use_threads(GOMP_parallel, omp_get_max_threads, omp_get_thread_num, omp_get_num_threads)
  *       the addresses of PyTorch's OpenMP runtime (or four zeros): sums of squares and block statistics
  *       of at least 65,536 values are then split over PyTorch's threads (see team_run).
@@ -639,6 +642,72 @@ static PyObject *update_ratio(PyObject *Py_UNUSED(self), PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* exp(x) in float32, as Cephes' expf computes it: a degree-6 polynomial after reduction by multiples of ln 2
+ * (about 1 ulp); inline, so that the loops that call it vectorize. */
+static inline float exp_approx(float x) {
+    x = x > 88.3762626647949f ? 88.3762626647949f : x;
+    x = x < -87.3365447504f ? -87.3365447504f : x;
+    float n = floorf(x * 1.44269504088896341f + 0.5f);
+    float r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float p = ((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r + 4.1665795894e-2f) * r +
+               1.6666665459e-1f) * r + 5.0000001201e-1f;
+    float y = p * (r * r) + r + 1.0f;
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return y * scale;
+}
+
+static inline float sigmoid_approx(float x) { return 1.0f / (1.0f + exp_approx(-x)); }
+
+/* tanh(x) as Cephes' tanhf: an odd polynomial below |x| = 0.625, 1 - 2 / (exp(2|x|) + 1) above. */
+static inline float tanh_approx(float x) {
+    float a = fabsf(x), z = x * x;
+    float large = 1.0f - 2.0f / (exp_approx(2.0f * a) + 1.0f);
+    float small = ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z + 1.33314422036e-1f) *
+                   z - 3.33332819422e-1f) * z * x + x;
+    return a < 0.625f ? small : (x < 0.0f ? -large : large);
+}
+
+/* One time step of an LSTM layer's forward after the matrix products: gates (batch x 4*width: the pre-activations
+ * i, f, g, o) get sigmoid(i), sigmoid(f), sigmoid(o) in place, g = tanh of the g slot, c = f c_prev + i g,
+ * tanh_c = tanh(c), h = o tanh_c. Within 2e-7 of PyTorch's sigmoid and tanh (relative), not bit for bit. */
+FAST static void lstm_step_forward(float *gates, float *g, const float *c_prev, float *c, float *tanh_c, float *h,
+                                   int64_t batch, int64_t width) {
+    for (int64_t b = 0; b < batch; b++) {
+        float *i = gates + 4 * width * b, *f = i + width, *g_pre = i + 2 * width, *o = i + 3 * width;
+        int64_t row = width * b;
+#pragma omp simd
+        for (int64_t k = 0; k < width; k++) {
+            float ik = sigmoid_approx(i[k]), fk = sigmoid_approx(f[k]), ok = sigmoid_approx(o[k]);
+            float gk = tanh_approx(g_pre[k]);
+            i[k] = ik;
+            f[k] = fk;
+            o[k] = ok;
+            g[row + k] = gk;
+            float ck = fk * c_prev[row + k] + ik * gk;
+            float tk = tanh_approx(ck);
+            c[row + k] = ck;
+            tanh_c[row + k] = tk;
+            h[row + k] = ok * tk;
+        }
+    }
+}
+
+static PyObject *lstm_forward(PyObject *Py_UNUSED(self), PyObject *args) {
+    unsigned long long gates, g, c_prev, c, tanh_c, h;
+    long long batch, width;
+    if (!PyArg_ParseTuple(args, "KKKKKKLL", &gates, &g, &c_prev, &c, &tanh_c, &h, &batch, &width)) return NULL;
+    if (batch < 0 || width < 0) {
+        PyErr_SetString(PyExc_ValueError, "lstm_forward: batch and width must be >= 0");
+        return NULL;
+    }
+    lstm_step_forward((float *)(uintptr_t)gates, (float *)(uintptr_t)g, (const float *)(uintptr_t)c_prev,
+                      (float *)(uintptr_t)c, (float *)(uintptr_t)tanh_c, (float *)(uintptr_t)h, batch, width);
+    Py_RETURN_NONE;
+}
+
 /* One time step of an LSTM layer's backward (worker.engine's RecurrentEngine): the ten elementwise PyTorch calls
  * of a step in one pass, with their formulas (tanh' as 1 - y*y, sigmoid' as (1 - y)*y, in the same order). Every
  * array is float32, contiguous, batch x width, but for the gates (their sigmoid outputs i, f, o and the g slot)
@@ -732,6 +801,9 @@ static PyMethodDef methods[] = {
     {"use_threads", use_threads, METH_VARARGS,
      "use_threads(GOMP_parallel, omp_get_max_threads, omp_get_thread_num, omp_get_num_threads): addresses of the "
      "GNU OpenMP runtime PyTorch runs on, to split large reductions over its threads; four zeros: one thread."},
+    {"lstm_forward", lstm_forward, METH_VARARGS,
+     "lstm_forward(gates, g, c_prev, c, tanh_c, h, batch, width): one time step of an LSTM layer's elementwise "
+     "forward, by addresses (see worker.engine)."},
     {"lstm_backward", lstm_backward, METH_VARARGS,
      "lstm_backward(dh, tanh_c, gates, g, c_prev, dc, dgates, batch, width): one time step of an LSTM layer's "
      "elementwise backward, by addresses (see worker.engine)."},

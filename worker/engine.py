@@ -41,10 +41,10 @@ from worker.models import CNN, MLP, Recording
 from worker.recurrent import RNN, RecurrentLayer
 from worker.stats import run_program
 
-try:  # an LSTM time step's elementwise backward in one call (worker/_kernels.c)
-    from worker._kernels import lstm_backward as lstm_step_backward
+try:  # an LSTM time step's elementwise forward and backward in one call each (worker/_kernels.c)
+    from worker._kernels import lstm_backward as lstm_step_backward, lstm_forward as lstm_step_forward
 except ImportError:  # built without a C compiler: the PyTorch calls
-    lstm_step_backward = None
+    lstm_step_forward = lstm_step_backward = None
 
 aten = torch.ops.aten
 nn_ops = torch._C._nn
@@ -511,7 +511,12 @@ class RecurrentEngine:
             views.i, views.f, views.g_pre, views.o = (steps(gates[:, :, part]) for part in chunk)
             views.di, views.df, views.dg, views.do = (steps(dgates[:, :, part]) for part in chunk)
             views.g, views.c, views.tc = steps(self.g[l]), steps(self.c[l]), steps(self.tc[l])
-            # What the C kernel's backward of time step t reads and writes, by address (all contiguous).
+            # What the C kernels' forward and backward of time step t read and write, by address (all contiguous).
+            views.forward_addresses = [
+                (views.a[t].data_ptr(), views.g[t].data_ptr(), views.c[t].data_ptr(), views.c[t + 1].data_ptr(),
+                 views.tc[t].data_ptr(), views.h[t + 1].data_ptr(), *views.dh[t].shape)
+                for t in range(len(views.dh))
+            ]  # fmt: skip
             views.backward_addresses = [
                 (views.dh[t].data_ptr(), views.tc[t].data_ptr(), views.a[t].data_ptr(), views.g[t].data_ptr(),
                  views.c[t].data_ptr(), self.dc.data_ptr(), views.da[t].data_ptr(), *views.dh[t].shape)
@@ -546,6 +551,12 @@ class RecurrentEngine:
                 v.n[t].addcmul_(v.r[t], v.hidden_n[t]).tanh_()
                 torch.sub(h[t], v.n[t], out=h[t + 1])
                 h[t + 1].mul_(v.z[t]).add_(v.n[t])
+            return
+        if lstm_step_forward is not None:
+            addresses = v.forward_addresses
+            for t in range(steps):
+                v.a[t].addmm_(h[t], w_hh)
+                lstm_step_forward(*addresses[t])  # the loop below's elementwise calls, in one
             return
         c = v.c
         for t in range(steps):

@@ -238,10 +238,12 @@ def test_the_recurrent_engine_gives_autograds_gradients_at_every_time_step(cell,
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_the_lstms_c_backward_step_gives_what_the_pytorch_calls_give(monkeypatch):
+def test_the_lstms_c_time_steps_give_what_the_pytorch_calls_give(monkeypatch):
+    """The forward's sigmoid and tanh are the kernel's own (within 2e-7 of PyTorch's), the backward's arithmetic
+    PyTorch's formulas: the gradients agree to float32 rounding."""
     from worker import engine as engine_module
 
-    assert engine_module.lstm_step_backward is not None  # built with the package
+    assert engine_module.lstm_step_forward is not None and engine_module.lstm_step_backward is not None
     spec = ExperimentSpec(arch="rnn", cell="lstm", depth=2, width=24, seq_len=7, dataset="copy_first", batch_size=8)
     inputs, outputs = spec.dims()
     generator = torch.Generator().manual_seed(7)
@@ -254,6 +256,7 @@ def test_the_lstms_c_backward_step_gives_what_the_pytorch_calls_give(monkeypatch
         return [p.grad.clone() for p in model.parameters()], [g.clone() for g in engine.recording.pre_activation_grads]
 
     by_kernel = one_step()
+    monkeypatch.setattr(engine_module, "lstm_step_forward", None)
     monkeypatch.setattr(engine_module, "lstm_step_backward", None)
     by_torch = one_step()
     for mine, theirs in zip(by_kernel[0] + by_kernel[1], by_torch[0] + by_torch[1], strict=True):
