@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from shared.spec import ExperimentSpec
+from tests.worker.conftest import torch_threads
 from tests.worker.reference import assert_traces_match, block_stack_trace
 from worker import stats
 from worker.activations import ACTIVATIONS, get_activation
@@ -238,10 +239,8 @@ def test_a_program_writes_only_into_float64_arrays_within_them():
 
 @pytest.fixture
 def two_torch_threads():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(2):
+        yield
     stats.share_torch_threads()
 
 
