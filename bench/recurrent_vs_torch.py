@@ -2,9 +2,9 @@
 
     .venv/bin/python bench/recurrent_vs_torch.py [--cells rnn,lstm,gru] [--steps 100] [--rounds 3] [--threads N]
 
-The plain loop is what one writes with torch.nn: the cell module over the sequence, a
-Linear on the last hidden state, MSE on the adding problem's shapes, `torch.optim.SGD`,
-`zero_grad` / forward / backward / step. On a CPU PyTorch runs nn.LSTM through
+The plain loop is bench/service_vs_plain.py's, what one writes with torch.nn: the cell's
+module over the sequence, a Linear on the last hidden state, MSE on the adding problem's
+shapes, `torch.optim.SGD`, `zero_grad` / forward / backward / step. On a CPU PyTorch runs nn.LSTM through
 oneDNN's fused LSTM, nn.RNN and nn.GRU through ATen's C++ loop over time: none of them
 exposes the loss gradient at each hidden state, which gradtrace's trace needs. Against it,
 `worker.train.train()` on the spec of the same shapes (depth 2, width 64, 50 time
@@ -18,45 +18,16 @@ the same round.
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch import nn
+from service_vs_plain import plain_seconds  # the same plain loop, with the cell's torch.nn module
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from shared.spec import ExperimentSpec  # noqa: E402
 from worker.allocator import keep_memory  # noqa: E402
 from worker.train import train  # noqa: E402
-
-MODULES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
-
-
-class Net(nn.Module):
-    def __init__(self, cell: str, inputs: int, width: int, depth: int, outputs: int):
-        super().__init__()
-        self.recurrent = MODULES[cell](inputs, width, depth, batch_first=True)
-        self.out = nn.Linear(width, outputs)
-
-    def forward(self, x):
-        return self.out(self.recurrent(x)[0][:, -1])
-
-
-def plain_seconds(spec: ExperimentSpec) -> float:
-    """Seconds for the plain torch.nn loop's steps on batches of the spec's shapes."""
-    inputs, outputs = spec.dims()
-    model = Net(spec.cell, inputs, spec.width, spec.depth, outputs)
-    x, y = torch.randn(spec.batch_size, spec.seq_len, inputs), torch.randn(spec.batch_size)
-    optimizer = torch.optim.SGD(model.parameters(), lr=spec.lr)
-    started = time.perf_counter()
-    for _ in range(spec.steps):
-        optimizer.zero_grad()
-        loss = F.mse_loss(model(x).squeeze(-1), y)
-        loss.backward()
-        optimizer.step()
-    return time.perf_counter() - started
 
 
 def main() -> None:
@@ -76,10 +47,11 @@ def main() -> None:
         spec = ExperimentSpec(arch="rnn", cell=cell, depth=2, width=64, seq_len=50, batch_size=64, dataset="adding",
                               lr=1e-3, steps=args.steps)  # fmt: skip
         untraced_spec = spec.model_copy(update={"trace_every": args.steps})
-        plain_seconds(spec.model_copy(update={"steps": 5})), train(spec.model_copy(update={"steps": 5}))  # warm-up
+        fields = spec.model_dump()
+        plain_seconds(fields | {"steps": 5}), train(spec.model_copy(update={"steps": 5}))  # warm-up
         plain_ms, untraced, traced = [], [], []
         for _ in range(args.rounds):
-            plain = plain_seconds(spec)
+            plain = plain_seconds(fields)
             untraced.append(train(untraced_spec).train_seconds / plain)
             traced.append(train(spec).train_seconds / plain)
             plain_ms.append(1e3 * plain / args.steps)

@@ -7,7 +7,7 @@
 What a user would check: submit a spec with every metric traced at every step
 (`trace_every: 1`, `cache: false`), read `summary.train_seconds`, and compare it with
 the loop one would write without gradtrace: torch.nn modules (`nn.Sequential` of
-Linear or Conv2d and ReLU, `nn.LSTM`), Kaiming init, plain `torch.optim.SGD`,
+Linear or Conv2d and ReLU, the recurrent cell's module), Kaiming init, plain `torch.optim.SGD`,
 `zero_grad` / forward / backward / step on a batch of the same shape, timed the same way
 (the loop only). The two take turns, one whole run each per round, and the figure is the
 median over the rounds of service / plain, with the lowest and highest. The plain loop
@@ -17,8 +17,9 @@ cores). It runs under the allocator settings a worker process uses
 (worker.allocator.keep_memory): with glibc's defaults, a fresh process's loop maps and
 unmaps its larger buffers on every step, and nn.LSTM's ran 1.4-1.8x slower here than the
 same loop after that setting (or after any large buffer had been freed, which raises
-glibc's threshold by itself). `--glibc-defaults` measures the plain loop without it. Also printed: the service with `trace_every` beyond the run (two traced steps),
-against the same plain loop: how gradtrace's own loop compares before any tracing.
+glibc's threshold by itself). `--glibc-defaults` measures the plain loop without it.
+Also printed: the service with `trace_every` beyond the run (two traced steps), against
+the same plain loop: how gradtrace's own loop compares before any tracing.
 """
 
 import argparse
@@ -72,14 +73,21 @@ class Client:
         return experiment["summary"]["train_seconds"]
 
 
-class LSTMNet(nn.Module):
-    def __init__(self, inputs: int, width: int, depth: int, outputs: int):
+# The torch.nn module of each recurrent cell: nn.LSTM runs oneDNN's fused LSTM on a CPU, nn.RNN and nn.GRU ATen's
+# C++ loop over time.
+RECURRENT = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+
+class RecurrentNet(nn.Module):
+    """The cell's torch.nn module over the sequence, then a Linear on the last hidden state."""
+
+    def __init__(self, cell: str, inputs: int, width: int, depth: int, outputs: int):
         super().__init__()
-        self.lstm = nn.LSTM(inputs, width, depth, batch_first=True)
+        self.recurrent = RECURRENT[cell](inputs, width, depth, batch_first=True)
         self.out = nn.Linear(width, outputs)
 
     def forward(self, x):
-        return self.out(self.lstm(x)[0][:, -1])
+        return self.out(self.recurrent(x)[0][:, -1])
 
 
 def plain_seconds(fields: dict) -> float:
@@ -88,7 +96,8 @@ def plain_seconds(fields: dict) -> float:
     inputs, outputs = spec.dims()
     batch = spec.batch_size
     if spec.arch == "rnn":
-        model, x = LSTMNet(inputs, spec.width, spec.depth, outputs), torch.randn(batch, spec.seq_len, inputs)
+        model = RecurrentNet(spec.cell, inputs, spec.width, spec.depth, outputs)
+        x = torch.randn(batch, spec.seq_len, inputs)
     else:
         conv = spec.arch == "cnn"
         layers = []
