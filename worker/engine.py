@@ -417,7 +417,8 @@ class RecurrentEngine:
         # dLoss/dh_t, total: first the direct part (from the layer above, or the output layer), then the recurrence
         # adds the part through h_{t+1} in place.
         self.dh = [new(steps, batch, width) for _ in self.layers]
-        # W_ih x_t + b_ih + b_hh, then + W_hh h_{t-1} (the pre-activations), then the gates.
+        # W_ih x_t + b_ih + b_hh (the GRU's: + b_ih alone), then + W_hh h_{t-1} (the LSTM's pre-activations), then
+        # the gates.
         self.gates = [new(steps, batch, gates * width) for _ in self.layers]
         self.dgates = [new(steps, batch, gates * width) for _ in self.layers]
         if self.cell == "lstm":
@@ -452,7 +453,8 @@ class RecurrentEngine:
         for l, layer in enumerate(self.layers):
             flat = sequence.view(steps * batch, -1)
             # The input's part of every time step at once, where the recurrence adds W_hh h_{t-1} in place (addmm_ is
-            # addmm(out=) without its copy of the addend): for the tanh-RNN into h_t itself, for the LSTM into its gates.
+            # addmm(out=) without its copy of the addend): for the tanh-RNN into h_t itself, for the LSTM and the GRU
+            # into their gates.
             projected = self.hs[l][1:] if self.cell == "rnn" else self.gates[l]
             bias = layer.bias_ih if self.cell == "gru" else layer.bias_ih + layer.bias_hh
             torch.addmm(bias, flat, layer.weight_ih.t(), out=projected.view(steps * batch, -1))
