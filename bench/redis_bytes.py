@@ -1,26 +1,30 @@
-"""Bytes Redis holds per traced value, measured with MEMORY USAGE, for three layouts of the same trace.
+"""Bytes Redis holds per traced value, measured with MEMORY USAGE, for four layouts of the same trace.
 
     .venv/bin/python bench/redis_bytes.py [--redis redis://127.0.0.1:6379/12] [--quick]
 
 Each trace is written by the real store (its APPEND path, chunk by chunk, then its finish) and
-measured three ways in the same run:
+measured four ways in the same run:
 
 - appended: one string per metric as APPEND grew it while the run went on (what a running
   experiment holds: Redis leaves room to grow, up to double);
 - per metric: the same strings rewritten at their exact size (COPY makes an exact copy), one
-  key each, which is what a finished run held before the packed layout;
-- packed: what `Store.finish` leaves, one string with every metric (shared/store.py).
+  key each, which is what a finished run held first;
+- packed raw: one string with every metric as it is (what a finished run held next);
+- packed: what `Store.finish` leaves now, the same string with each metric encoded
+  (shared/traces.py `encode`: regrouped by byte, then deflated).
 
-`raw` is the values' own bytes (4 a value, 1 for `clipped`): the floor of any float32 layout.
-The experiment's record (a hash: spec, summary, layers) is not counted: it does not grow with
-the trace. The real runs train real models (worker/train.py); the size sweep writes
-random values of the default spec's shape (MEMORY USAGE does not depend on the values) for 40
-lengths between 50 and 5,000 traced steps, to show how the allocator's size classes move the figure.
+`raw` is the values' own bytes (4 a value, 1 for `clipped`): the floor of any unencoded float32
+layout. The experiment's record (a hash: spec, summary, layers) is not counted: it does not grow
+with the trace. The runs train real models (worker/train.py). The size sweep writes the first 50
+to 5,000 rows of one real run of the default spec (40 lengths), to show how the allocator's size
+classes and the length move the figure; the noise line writes uniform random values of the same
+shape, which deflate less than any real trace.
 
 The database given is flushed before and after.
 """
 
 import argparse
+import struct
 import uuid
 
 import numpy as np
@@ -38,8 +42,11 @@ SPECS = {
     "depth 20 x 32, 2000 steps": dict(depth=20, steps=2000, width=32),
     "depth 50 x 32, 500 steps": dict(depth=50, steps=500, width=32, init="kaiming_normal"),
     "rnn depth 2, seq_len 50, 500 steps": dict(arch="rnn", depth=2, width=32, seq_len=50, steps=500),
+    "cnn, 300 steps": dict(arch="cnn", steps=300),
+    "sigmoid depth 20, 500 steps": dict(depth=20, activation="sigmoid", steps=500),
+    "diverging: sgd lr 5, 300 steps": dict(lr=5.0, steps=300),
 }
-LAYOUTS = ("appended", "per metric", "packed")
+LAYOUTS = ("appended", "per metric", "packed raw", "packed")
 # Rows a real worker sends per chunk of a short run (a flush every 0.5 s): small chunks, many APPENDs.
 CHUNK_ROWS = 64
 
@@ -60,6 +67,10 @@ def measure_layouts(store: Store, experiment_id: str, token: str) -> dict[str, i
         client.copy(key, copy)
     found["per metric"] = usage(client, copies)
     client.delete(*copies)
+    blobs = [client.get(key) or b"" for key in keys]
+    client.set(twin, struct.pack(f"<{len(blobs)}I", *map(len, blobs)) + b"".join(blobs))
+    found["packed raw"] = usage(client, [twin])
+    client.delete(twin)
     assert store.finish(experiment_id, token, "succeeded")
     found["packed"] = usage(client, [packed_key(experiment_id)])
     return found
@@ -72,12 +83,12 @@ def claimed(store: Store, spec: ExperimentSpec) -> tuple[str, str]:
     return experiment_id, token
 
 
-def real_run(store: Store, spec: ExperimentSpec) -> tuple[int, int, dict[str, int]]:
-    """(values, raw bytes, bytes per layout) of one trained experiment."""
+def real_run(store: Store, spec: ExperimentSpec) -> tuple[tuple[int, int, dict[str, int]], dict[str, np.ndarray]]:
+    """(values, raw bytes, bytes per layout) of one trained experiment, and its trace."""
     experiment_id, token = claimed(store, spec)
     result = train(spec, StoreSink(store, experiment_id, token))
     arrays = {name: np.asarray(result.trace[name]) for name in ALL_METRICS}
-    return values_and_raw(arrays) + (measure_layouts(store, experiment_id, token),)
+    return values_and_raw(arrays) + (measure_layouts(store, experiment_id, token),), arrays
 
 
 def values_and_raw(arrays: dict[str, np.ndarray]) -> tuple[int, int]:
@@ -87,24 +98,37 @@ def values_and_raw(arrays: dict[str, np.ndarray]) -> tuple[int, int]:
     return values, raw
 
 
-def synthetic_run(store: Store, rows: int, layers: int = 9) -> tuple[int, int, dict[str, int]]:
-    """The default spec's trace shape with `rows` traced steps, appended CHUNK_ROWS rows at a time."""
-    rng = np.random.default_rng(rows)
+def written_run(store: Store, arrays: dict[str, np.ndarray]) -> tuple[int, int, dict[str, int]]:
+    """A trace of the default spec's shape written CHUNK_ROWS rows at a time, as a worker writes it."""
+    rows, layers = arrays["grad_norm"].shape
     experiment_id, token = claimed(store, ExperimentSpec(steps=rows))
     store.update(experiment_id, token, layers=[{"name": f"l{i}", "kind": "linear"} for i in range(layers)])
-    arrays = {"step": np.arange(rows), "clipped": rng.random(rows) > 0.5}
-    arrays |= {name: rng.random(rows) for name in STEP_METRICS if name != "clipped"}
-    arrays |= {name: rng.random((rows, layers)) for name in LAYER_METRICS}
     for start in range(0, rows, CHUNK_ROWS):
         chunk = TraceChunk({name: array[start : start + CHUNK_ROWS] for name, array in arrays.items()})
         store.append_chunk(experiment_id, token, chunk, min(start + CHUNK_ROWS, rows))
     return values_and_raw(arrays) + (measure_layouts(store, experiment_id, token),)
 
 
+def noise(rows: int, layers: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    arrays = {"step": np.arange(rows), "clipped": rng.random(rows) > 0.5}
+    arrays |= {name: rng.random(rows) for name in STEP_METRICS if name != "clipped"}
+    return arrays | {name: rng.random((rows, layers)) for name in LAYER_METRICS}
+
+
 def row(name: str, values: int, raw: int, found: dict[str, int]) -> str:
     per_value = "".join(f" {found[layout] / values:11.2f}" for layout in LAYOUTS)
     return (f"{name:36s} {values:10,d} {raw / values:6.2f}{per_value}"
-            f" {found['packed']:11,d} {found['per metric'] / found['packed']:9.3f}")
+            f" {found['packed']:11,d} {found['packed raw'] / found['packed']:9.2f}")
+
+
+def sweep_table(title: str, figures_by_length: list[dict[str, float]]) -> None:
+    print(f"\n{title}")
+    print(f"{'layout':12s} {'min':>6s} {'median':>6s} {'mean':>6s} {'max':>6s} {'share <= 4.5':>13s}")
+    for layout in LAYOUTS:
+        figures = np.array([found[layout] for found in figures_by_length])
+        print(f"{layout:12s} {figures.min():6.2f} {np.median(figures):6.2f} {figures.mean():6.2f}"
+              f" {figures.max():6.2f} {np.mean(figures <= 4.5):13.0%}")
 
 
 def main() -> None:
@@ -118,22 +142,26 @@ def main() -> None:
     print(f"allocator: {client.info('memory')['mem_allocator']}, Redis {client.info('server')['redis_version']}")
     print("bytes per value, by layout:")
     print(f"{'run':36s} {'values':>10s} {'raw':>6s}" + "".join(f" {layout:>11s}" for layout in LAYOUTS)
-          + f" {'packed B':>11s} {'pm/packed':>9s}")
+          + f" {'packed B':>11s} {'raw/packed':>9s}")
     specs = {name: fields for name, fields in SPECS.items() if not args.quick or not fields}
     try:
         for name, fields in specs.items():
-            print(row(name, *real_run(store, ExperimentSpec(**fields))), flush=True)
-        sweep = {layout: [] for layout in LAYOUTS}
-        for rows in np.unique(np.geomspace(50, 5000, 40).astype(int)):
-            values, _, found = synthetic_run(store, int(rows))
-            for layout in LAYOUTS:
-                sweep[layout].append(found[layout] / values)
-        print("\nsize sweep, the default spec's shape (9 layers), 50 to 5,000 traced steps, 40 lengths:")
-        print(f"{'layout':12s} {'min':>6s} {'median':>6s} {'mean':>6s} {'max':>6s} {'share <= 4.5':>13s}")
-        for layout, figures in sweep.items():
-            figures = np.array(figures)
-            print(f"{layout:12s} {figures.min():6.2f} {np.median(figures):6.2f} {figures.mean():6.2f}"
-                  f" {figures.max():6.2f} {np.mean(figures <= 4.5):13.0%}")
+            print(row(name, *real_run(store, ExperimentSpec(**fields))[0]), flush=True)
+        _, long_run = real_run(store, ExperimentSpec(steps=5000))
+        lengths = [int(rows) for rows in np.unique(np.geomspace(50, 5000, 40).astype(int))]
+        layers = long_run["grad_norm"].shape[1]
+        sweeps = {
+            f"size sweep: the first 50 to 5,000 rows of a real run of the default spec, {len(lengths)} lengths:":
+                lambda rows: {name: array[:rows] for name, array in long_run.items()},
+            "the same lengths, uniform random values (noise, not a trace):":
+                lambda rows: noise(rows, layers, rows),
+        }
+        for title, trace in sweeps.items():
+            figures = []
+            for rows in lengths:
+                values, _, found = written_run(store, trace(rows))
+                figures.append({layout: found[layout] / values for layout in LAYOUTS})
+            sweep_table(title, figures)
     finally:
         client.flushdb()
 

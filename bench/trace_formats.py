@@ -18,11 +18,13 @@ import argparse
 import json
 import statistics
 import time
+import uuid
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import redis
 from flask import Flask
+from flask.testing import FlaskClient
 
 from api.app import create_app
 from api.resources import EXTENSION
@@ -51,7 +53,7 @@ def trace() -> tuple[list[dict], dict[str, np.ndarray]]:
 
 def write_finished(store: Store, layers: list[dict], arrays: dict[str, np.ndarray]) -> str:
     """A succeeded experiment holding the trace, written as a worker writes one."""
-    experiment_id = "bench"
+    experiment_id = uuid.uuid4().hex  # the API answers 404 for an id it cannot have made
     store.create(experiment_id, ExperimentSpec(steps=ROWS).model_dump(mode="json"))
     store.claim(experiment_id, "token", lease_seconds=600, max_attempts=1)
     store.update(experiment_id, "token", layers=layers)
@@ -90,6 +92,14 @@ def timed(action: Callable[[], bytes]) -> tuple[float, bytes]:
     return time.perf_counter() - started, body
 
 
+def fetched(http: FlaskClient, query: str) -> bytes:
+    """The whole body of a GET, which must succeed."""
+    answer = http.get(query)
+    body = answer.get_data()
+    assert answer.status_code == 200, body[:200]
+    return body
+
+
 def table(title: str, seconds: dict[str, list[float]], sizes: dict[str, int], base: str) -> None:
     print(f"\n{title}")
     print(f"{'':10s} {'p50 s':>7s} {'min s':>7s} {'MB':>6s} {'us/value':>9s} {'p50 / ' + base:>11s}")
@@ -117,7 +127,7 @@ def main() -> None:
         sizes = {}
         for _ in range(args.repeats):
             for name, query in queries.items():
-                took, body = timed(lambda: http.get(query).get_data())
+                took, body = timed(lambda: fetched(http, query))
                 seconds[name].append(took)
                 sizes[name] = len(body)
         table(f"GET a {VALUES:,d}-value trace through the API, {args.repeats} requests each",

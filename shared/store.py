@@ -12,6 +12,7 @@ Index entries of expired records are dropped as lists meet them, and by sampling
 """
 
 import json
+import struct
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
@@ -19,12 +20,14 @@ from typing import Any, NamedTuple
 
 from redis import Redis
 
-from shared.traces import ALL_METRICS, TIME_METRICS, TraceChunk, from_bytes, time_steps
+from shared.traces import ALL_METRICS, TIME_METRICS, TraceChunk, encode, from_bytes, time_steps
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED = ("succeeded", "failed", "cancelled")
 # `point` is the grid point of an experiment that belongs to a sweep (shared/sweeps.py).
 JSON_FIELDS = ("spec", "summary", "error", "layers", "point")
+# In a packed trace's header: the metric's bytes are `encode`d (shared/traces.py).
+ENCODED = 1 << 31
 
 
 class ExperimentNotFound(Exception):
@@ -83,7 +86,8 @@ def now_iso() -> str:
 
 
 def packed_key(experiment_id: str) -> str:
-    """A finished run's trace in one string: each metric's byte length (uint32, ALL_METRICS order), then the bytes."""
+    """A finished run's trace in one string: each metric's byte length (uint32, ALL_METRICS order, with the
+    ENCODED bit where its bytes are encoded), then the bytes (`Store.pack`)."""
     return f"gradtrace:traces:{experiment_id}"
 
 
@@ -196,12 +200,15 @@ return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 """
 
 # KEYS: record, lease, running set, stats, the metrics' trace keys, the packed key.  ARGV: token, status,
-# the train-seconds bucket ('' for a run without a summary), the train seconds, then field/value pairs to set. Packs the trace into one string of exactly its size (no APPEND slack),
-# so that a finished run holds one key and one allocation, not one per metric each rounded up to
-# the allocator's next size class (bench/redis_bytes.py), then lets go of the lease.
+# the train-seconds bucket ('' for a run without a summary), the train seconds, the packed trace and
+# the metric lengths it was packed from (`Store.pack`), then field/value pairs to set. Leaves the
+# trace as one string of exactly its size (no APPEND slack), so that a finished run holds one key
+# and one allocation, not one per metric each rounded up to the allocator's next size class
+# (bench/redis_bytes.py), then lets go of the lease. Should the metrics no longer be the bytes
+# packed, it packs them as they are, unencoded.
 _FINISH = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('HSET', KEYS[1], unpack(ARGV, 7))
 redis.call('HINCRBY', KEYS[4], 'finished:' .. ARGV[2], 1)
 if ARGV[3] ~= '' then
   local prefix = 'train_seconds:' .. ARGV[2] .. ':'
@@ -209,14 +216,21 @@ if ARGV[3] ~= '' then
   redis.call('HINCRBY', KEYS[4], prefix .. 'count', 1)
   redis.call('HINCRBYFLOAT', KEYS[4], prefix .. 'sum', ARGV[4])
 end
-local parts, lengths = {''}, {}
+local packed = ARGV[5]
 for i = 5, #KEYS - 1 do
-  parts[#parts + 1] = redis.call('GET', KEYS[i]) or ''
-  lengths[#lengths + 1] = #parts[#parts]
+  if redis.call('STRLEN', KEYS[i]) ~= struct.unpack('<I4', ARGV[6], 4 * i - 19) then packed = nil end
 end
-parts[1] = struct.pack('<' .. string.rep('I4', #lengths), unpack(lengths))
+if not packed then
+  local parts, lengths = {''}, {}
+  for i = 5, #KEYS - 1 do
+    parts[#parts + 1] = redis.call('GET', KEYS[i]) or ''
+    lengths[#lengths + 1] = #parts[#parts]
+  end
+  parts[1] = struct.pack('<' .. string.rep('I4', #lengths), unpack(lengths))
+  packed = table.concat(parts)
+end
 redis.call('DEL', unpack(KEYS, 5, #KEYS - 1))
-redis.call('SET', KEYS[#KEYS], table.concat(parts))
+redis.call('SET', KEYS[#KEYS], packed)
 redis.call('DEL', KEYS[2])
 redis.call('SREM', KEYS[3], KEYS[1])
 return 0
@@ -224,27 +238,34 @@ return 0
 
 # KEYS: record, packed trace, the wanted metrics' trace keys.  ARGV: the metrics in the packed
 # header, then the (1-based) places of the wanted ones in it. Returns the record's HGETALL, then
-# each wanted metric's bytes: from the packed trace once the run has ended, else from its own key.
+# each wanted metric's bytes: from the packed trace once the run has ended, else from its own key;
+# last, one character a wanted metric, '1' where its bytes are encoded (the header's ENCODED bit).
 _READ_TRACES = """
 local found = {redis.call('HGETALL', KEYS[1])}
 local n = tonumber(ARGV[1])
 local header = redis.call('GETRANGE', KEYS[2], 0, 4 * n - 1)
 if #header < 4 * n then
   for i = 3, #KEYS do found[i - 1] = redis.call('GET', KEYS[i]) or '' end
+  found[#KEYS] = string.rep('0', #KEYS - 2)
   return found
 end
-local starts, lengths, offset = {}, {}, 4 * n
+local starts, lengths, encoded, offset = {}, {}, {}, 4 * n
 for i = 1, n do
   lengths[i] = struct.unpack('<I4', header, 4 * i - 3)
+  encoded[i] = lengths[i] >= ENCODED and '1' or '0'
+  if lengths[i] >= ENCODED then lengths[i] = lengths[i] - ENCODED end
   starts[i] = offset
   offset = offset + lengths[i]
 end
+local codes = {}
 for j = 2, #ARGV do
   local i = tonumber(ARGV[j])
   found[j] = lengths[i] > 0 and redis.call('GETRANGE', KEYS[2], starts[i], starts[i] + lengths[i] - 1) or ''
+  codes[j - 1] = encoded[i]
 end
+found[#ARGV + 1] = table.concat(codes)
 return found
-"""
+""".replace("ENCODED", str(ENCODED))
 
 # KEYS: record, queued set, stats.  ARGV: now, id.
 _CANCEL = """
@@ -493,15 +514,16 @@ class Store:
         metrics = list(dict.fromkeys(["step", *metrics]))
         keys = [exp_key(experiment_id), packed_key(experiment_id), *(trace_key(experiment_id, m) for m in metrics)]
         places = [ALL_METRICS.index(metric) + 1 for metric in metrics]
-        flat, *blobs = self._read_traces(keys=keys, args=[len(ALL_METRICS), *places])
+        flat, *blobs, codes = self._read_traces(keys=keys, args=[len(ALL_METRICS), *places])
         record = self._live(experiment_id, _owned(experiment_id, dict(zip(flat[::2], flat[1::2])), tenant))
         # Time metrics exist only for archs with a time axis (rnn); the others leave them out.
         steps_in_time = time_steps(record["spec"])
         layers = record.get("layers") or []
         arrays = {}
-        for metric, blob in zip(metrics, blobs):
+        for metric, blob, code in zip(metrics, blobs, codes.decode()):
             if steps_in_time or metric not in TIME_METRICS:
-                arrays[metric] = from_bytes(metric, blob, len(layers), steps_in_time)[: record.get("rows", 0)]
+                array = from_bytes(metric, blob, len(layers), steps_in_time, encoded=code == "1")
+                arrays[metric] = array[: record.get("rows", 0)]
         return layers, arrays
 
     # --- the worker's side ----------------------------------------------------
@@ -605,7 +627,8 @@ class Store:
         """End the attempt with its outcome, compact the trace and release the lease."""
         seconds = (fields.get("summary") or {}).get("train_seconds")
         bucket = "" if seconds is None else train_seconds_bucket(seconds)
-        args = [token, status, bucket, seconds or 0, "status", status, "finished_at", now_iso()]
+        args = [token, status, bucket, seconds or 0, *self.pack(experiment_id)]
+        args += ["status", status, "finished_at", now_iso()]
         for name, value in fields.items():
             args += [name, _encode(name, value)]
         keys = [exp_key(experiment_id), lease_key(experiment_id), RUNNING_KEY, STATS_KEY, *trace_keys(experiment_id)]
@@ -613,6 +636,19 @@ class Store:
         if finished:
             self.retire([experiment_id])  # a worker that dies just here leaves it to the expiry check of reads
         return finished
+
+    def pack(self, experiment_id: str) -> tuple[bytes, bytes]:
+        """The run's trace as one string, and the lengths of the metrics' bytes it holds (for the finish
+        to check that they are still those): a header of one uint32 per metric, its length in the
+        string, with the ENCODED bit where it is `encode`d; then the metrics' bytes in turn."""
+        raws = [blob or b"" for blob in self.redis.mget(trace_key(experiment_id, m) for m in ALL_METRICS)]
+        header, parts = [], []
+        for metric, raw in zip(ALL_METRICS, raws):
+            encoded = encode(metric, raw) if raw else None
+            parts.append(raw if encoded is None else encoded)
+            header.append(len(raw) if encoded is None else len(encoded) | ENCODED)
+        lengths = struct.pack(f"<{len(raws)}I", *map(len, raws))
+        return struct.pack(f"<{len(header)}I", *header) + b"".join(parts), lengths
 
 
 def train_seconds_bucket(seconds: float) -> str:

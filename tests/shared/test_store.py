@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from shared.spec import ExperimentSpec
-from shared.store import ExperimentNotFound, StatusConflict, Store, lease_key, packed_key
+from shared.store import ENCODED, ExperimentNotFound, StatusConflict, Store, lease_key, packed_key
 from shared.traces import ALL_METRICS, TraceChunk
 
 LAYERS = [{"name": f"hidden.{i}", "kind": "linear"} for i in range(2)] + [{"name": "output", "kind": "linear"}]
@@ -104,12 +104,16 @@ def test_finish_releases_the_lease_and_compacts(store, experiment_id, redis_clie
     assert record["status"] == "succeeded" and record["summary"] == {"final_loss": 0.5}
     assert claim(store, experiment_id, "b")[:2] == ("finished", 0)
     # One key holds the whole trace: a header of a uint32 length per metric, then 300 steps (int32),
-    # 300 losses and 300 rows x 3 layers (float32); no APPEND slack left behind (which can double a
-    # string), only the allocator's size class (at most a quarter more) and the key's own ~100 bytes.
+    # 300 losses and 300 rows x 3 layers (float32), each deflated (a counter and constants: to a few
+    # hundred bytes in all); no APPEND slack left behind (which can double a string).
     assert redis_client.keys("gradtrace:trace:*") == []
-    size = len(ALL_METRICS) * 4 + 300 * 4 * 2 + 300 * 3 * 4
-    assert redis_client.strlen(packed_key(experiment_id)) == size
-    assert redis_client.memory_usage(packed_key(experiment_id)) < size * 1.25 + 128
+    raw = 300 * 4 * 2 + 300 * 3 * 4
+    header = redis_client.getrange(packed_key(experiment_id), 0, len(ALL_METRICS) * 4 - 1)
+    lengths = np.frombuffer(header, "<u4")
+    assert lengths[0] & ENCODED and lengths[ALL_METRICS.index("grad_norm")] & ENCODED
+    assert [length for length in lengths if not length & ENCODED] == [0] * (len(ALL_METRICS) - 3)
+    assert redis_client.strlen(packed_key(experiment_id)) == len(header) + sum(lengths % ENCODED) < raw / 10
+    assert redis_client.memory_usage(packed_key(experiment_id)) < raw / 4
     layers, arrays = store.read_traces(experiment_id, ["grad_norm", "loss", "accuracy", "time_grad_norm"])
     assert layers == LAYERS and list(arrays) == ["step", "grad_norm", "loss", "accuracy"]
     assert arrays["step"].tolist() == list(range(300))
@@ -141,6 +145,20 @@ def test_a_packed_trace_reads_back_each_metric_and_goes_with_its_experiment(stor
         assert np.array_equal(read["time_grad_norm"], arrays["time_grad_norm"].astype(np.float32))
     store.delete("r1")
     assert redis_client.keys("gradtrace:trace*") == []
+
+
+def test_a_finish_packs_the_bytes_there_are_not_those_it_was_handed(store, experiment_id):
+    """Should the metrics change between `pack` and the finish, the finish packs them itself, unencoded."""
+    claim(store, experiment_id, "a")
+    store.update(experiment_id, "a", layers=LAYERS)
+    store.append_chunk(experiment_id, "a", chunk(0, 50, 1.0), 50)
+    stale = store.pack(experiment_id)
+    store.append_chunk(experiment_id, "a", chunk(50, 50, 2.0), 100)
+    store.pack = lambda _: stale
+    assert store.finish(experiment_id, "a", "succeeded")
+    _, arrays = store.read_traces(experiment_id, ["grad_norm"])
+    assert arrays["step"].tolist() == list(range(100))
+    assert arrays["grad_norm"].tolist() == [[1.0] * 3] * 50 + [[2.0] * 3] * 50
 
 
 def test_cancel_queued_then_conflict(store, experiment_id):
