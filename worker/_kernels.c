@@ -31,15 +31,17 @@
  *   accuracy(logits, targets, rows, classes) -> int
  *       how many rows of the float32 logits have their largest value (the first one; NaN counts as
  *       largest, as in torch.argmax) at the int64 target's index.
- *   lstm_forward(gates, g, c_prev, c, tanh_c, h, batch, width)
+ *   lstm_forward(gates, bias, g, c_prev, c, tanh_c, h, batch, width)
  *   lstm_backward(dh, tanh_c, gates, g, c_prev, dc, dgates, batch, width)
  *       one time step of an LSTM layer's elementwise forward and backward, for worker.engine (the two
  *       kernels here that are not the tracer's: the dozen PyTorch calls of a time step cost more than
  *       their arithmetic). The forward's sigmoid and tanh are Cephes' float32 ones, inline so that the
- *       loop vectorizes (hence -fno-math-errno and -fno-trapping-math in pyproject.toml).
+ *       loop vectorizes (hence -fno-math-errno and -fno-trapping-math in pyproject.toml); it adds the
+ *       gates' bias (b_ih + b_hh) as it reads them.
  *   use_threads(GOMP_parallel, omp_get_max_threads, omp_get_thread_num, omp_get_num_threads)
  *       the addresses of PyTorch's OpenMP runtime (or four zeros): sums of squares and block statistics
- *       of at least 65,536 values are then split over PyTorch's threads (see team_run).
+ *       of at least 65,536 values, and LSTM time steps of at least 2,048, are then split over PyTorch's
+ *       threads (see team_run).
  *
  * fill_row, update_ratio and accuracy exist for their few microseconds: right after backward, the
  * code of the dozen numpy calls they replace is out of the core's caches, and each
@@ -671,17 +673,19 @@ static inline float tanh_approx(float x) {
 }
 
 /* One time step of an LSTM layer's forward after the matrix products: gates (batch x 4*width: the pre-activations
- * i, f, g, o) get sigmoid(i), sigmoid(f), sigmoid(o) in place, g = tanh of the g slot, c = f c_prev + i g,
+ * i, f, g, o, but for the bias, 4*width, added here so that no pass over the whole sequence's gates writes it
+ * beforehand) get sigmoid(i), sigmoid(f), sigmoid(o) in place, g = tanh of the g slot, c = f c_prev + i g,
  * tanh_c = tanh(c), h = o tanh_c. Within 2e-7 of PyTorch's sigmoid and tanh (relative), not bit for bit. */
-FAST static void lstm_step_forward(float *gates, float *g, const float *c_prev, float *c, float *tanh_c, float *h,
-                                   int64_t batch, int64_t width) {
+FAST static void lstm_step_forward(float *gates, const float *bias, float *g, const float *c_prev, float *c,
+                                   float *tanh_c, float *h, int64_t batch, int64_t width) {
+    const float *bi = bias, *bf = bias + width, *bg = bias + 2 * width, *bo = bias + 3 * width;
     for (int64_t b = 0; b < batch; b++) {
         float *i = gates + 4 * width * b, *f = i + width, *g_pre = i + 2 * width, *o = i + 3 * width;
         int64_t row = width * b;
 #pragma omp simd
         for (int64_t k = 0; k < width; k++) {
-            float ik = sigmoid_approx(i[k]), fk = sigmoid_approx(f[k]), ok = sigmoid_approx(o[k]);
-            float gk = tanh_approx(g_pre[k]);
+            float ik = sigmoid_approx(i[k] + bi[k]), fk = sigmoid_approx(f[k] + bf[k]), ok = sigmoid_approx(o[k] + bo[k]);
+            float gk = tanh_approx(g_pre[k] + bg[k]);
             i[k] = ik;
             f[k] = fk;
             o[k] = ok;
@@ -693,19 +697,6 @@ FAST static void lstm_step_forward(float *gates, float *g, const float *c_prev, 
             h[row + k] = ok * tk;
         }
     }
-}
-
-static PyObject *lstm_forward(PyObject *Py_UNUSED(self), PyObject *args) {
-    unsigned long long gates, g, c_prev, c, tanh_c, h;
-    long long batch, width;
-    if (!PyArg_ParseTuple(args, "KKKKKKLL", &gates, &g, &c_prev, &c, &tanh_c, &h, &batch, &width)) return NULL;
-    if (batch < 0 || width < 0) {
-        PyErr_SetString(PyExc_ValueError, "lstm_forward: batch and width must be >= 0");
-        return NULL;
-    }
-    lstm_step_forward((float *)(uintptr_t)gates, (float *)(uintptr_t)g, (const float *)(uintptr_t)c_prev,
-                      (float *)(uintptr_t)c, (float *)(uintptr_t)tanh_c, (float *)(uintptr_t)h, batch, width);
-    Py_RETURN_NONE;
 }
 
 /* One time step of an LSTM layer's backward (worker.engine's RecurrentEngine): the ten elementwise PyTorch calls
@@ -735,6 +726,57 @@ FAST static void lstm_step_backward(const float *dh, const float *tc, const floa
     }
 }
 
+/* The LSTM's steps split over the team by rows of the batch (each row's values are its own: the result is the
+ * same however it is split), where each thread gets at least LSTM_MIN_VALUES values: an LSTM value costs about
+ * 16 times a reduced one, and 64 x 64 values took 17 us (forward) on one core against a few for the split. */
+#define LSTM_MIN_VALUES 1024
+
+static int lstm_team_size(int64_t batch, int64_t width) {
+    if (!team_parallel) return 1;
+    int64_t threads = team_max_threads(), most = batch * width / LSTM_MIN_VALUES;
+    if (threads > most) threads = most;
+    if (threads > batch) threads = batch;
+    return threads < 1 ? 1 : threads > TEAM_MAX ? TEAM_MAX : (int)threads;
+}
+
+typedef struct {
+    float *gates, *g, *c, *tanh_c, *h, *dc, *dgates;
+    const float *bias, *c_prev, *dh;
+    int64_t batch, width;
+} LstmJob;
+
+static void lstm_forward_part(void *context, int p, int parts) {
+    LstmJob *job = context;
+    int64_t start, end, w = job->width;
+    share(job->batch, 1, p, parts, &start, &end);
+    lstm_step_forward(job->gates + 4 * w * start, job->bias, job->g + w * start, job->c_prev + w * start, job->c + w * start,
+                      job->tanh_c + w * start, job->h + w * start, end - start, w);
+}
+
+static void lstm_backward_part(void *context, int p, int parts) {
+    LstmJob *job = context;
+    int64_t start, end, w = job->width;
+    share(job->batch, 1, p, parts, &start, &end);
+    lstm_step_backward(job->dh + w * start, job->tanh_c + w * start, job->gates + 4 * w * start, job->g + w * start,
+                       job->c_prev + w * start, job->dc + w * start, job->dgates + 4 * w * start, end - start, w);
+}
+
+static PyObject *lstm_forward(PyObject *Py_UNUSED(self), PyObject *args) {
+    unsigned long long gates, bias, g, c_prev, c, tanh_c, h;
+    long long batch, width;
+    if (!PyArg_ParseTuple(args, "KKKKKKKLL", &gates, &bias, &g, &c_prev, &c, &tanh_c, &h, &batch, &width))
+        return NULL;
+    if (batch < 0 || width < 0) {
+        PyErr_SetString(PyExc_ValueError, "lstm_forward: batch and width must be >= 0");
+        return NULL;
+    }
+    LstmJob job = {.gates = (float *)(uintptr_t)gates, .bias = (const float *)(uintptr_t)bias, .g = (float *)(uintptr_t)g, .c = (float *)(uintptr_t)c,
+                   .tanh_c = (float *)(uintptr_t)tanh_c, .h = (float *)(uintptr_t)h,
+                   .c_prev = (const float *)(uintptr_t)c_prev, .batch = batch, .width = width};
+    team_run(lstm_forward_part, &job, lstm_team_size(batch, width));
+    Py_RETURN_NONE;
+}
+
 static PyObject *lstm_backward(PyObject *Py_UNUSED(self), PyObject *args) {
     unsigned long long dh, tc, gates, g, c_prev, dc, dgates;
     long long batch, width;
@@ -743,9 +785,11 @@ static PyObject *lstm_backward(PyObject *Py_UNUSED(self), PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "lstm_backward: batch and width must be >= 0");
         return NULL;
     }
-    lstm_step_backward((const float *)(uintptr_t)dh, (const float *)(uintptr_t)tc, (const float *)(uintptr_t)gates,
-                       (const float *)(uintptr_t)g, (const float *)(uintptr_t)c_prev, (float *)(uintptr_t)dc,
-                       (float *)(uintptr_t)dgates, batch, width);
+    LstmJob job = {.dh = (const float *)(uintptr_t)dh, .tanh_c = (float *)(uintptr_t)tc,
+                   .gates = (float *)(uintptr_t)gates, .g = (float *)(uintptr_t)g,
+                   .c_prev = (const float *)(uintptr_t)c_prev, .dc = (float *)(uintptr_t)dc,
+                   .dgates = (float *)(uintptr_t)dgates, .batch = batch, .width = width};
+    team_run(lstm_backward_part, &job, lstm_team_size(batch, width));
     Py_RETURN_NONE;
 }
 
@@ -802,7 +846,7 @@ static PyMethodDef methods[] = {
      "use_threads(GOMP_parallel, omp_get_max_threads, omp_get_thread_num, omp_get_num_threads): addresses of the "
      "GNU OpenMP runtime PyTorch runs on, to split large reductions over its threads; four zeros: one thread."},
     {"lstm_forward", lstm_forward, METH_VARARGS,
-     "lstm_forward(gates, g, c_prev, c, tanh_c, h, batch, width): one time step of an LSTM layer's elementwise "
+     "lstm_forward(gates, bias, g, c_prev, c, tanh_c, h, batch, width): one time step of an LSTM layer's elementwise "
      "forward, by addresses (see worker.engine)."},
     {"lstm_backward", lstm_backward, METH_VARARGS,
      "lstm_backward(dh, tanh_c, gates, g, c_prev, dc, dgates, batch, width): one time step of an LSTM layer's "

@@ -378,6 +378,10 @@ class ConvEngine:
         return loss, logits
 
 
+# Inputs narrower than this get their weight gradient as the transposed product (RecurrentEngine.step).
+NARROW = 16
+
+
 class RecurrentEngine:
     """One training step's forward and backward pass of the RNN (tanh-RNN, LSTM or GRU layers) into buffers kept
     across steps.
@@ -426,6 +430,7 @@ class RecurrentEngine:
             self.c = [new(steps + 1, batch, width).zero_() for _ in self.layers]  # c_{-1} = 0, then c_t
             self.tc = [new(steps, batch, width) for _ in self.layers]  # tanh(c_t)
             self.dc, self.work = new(batch, width), new(batch, width)
+            self.gate_bias = [new(gates * width) for _ in self.layers]  # b_ih + b_hh, for the C kernel
         if self.cell == "gru":
             # W_hh h_{t-1} + b_hh (the n gate scales its part by r, so it stays apart from the input's), and the
             # loss gradient there; per time step, the gates hold r, z, then n.
@@ -433,6 +438,7 @@ class RecurrentEngine:
             self.dhidden = [new(steps, batch, gates * width) for _ in self.layers]
             self.work, self.work2 = new(batch, width), new(batch, width)
         self.logits, self.dlogits = new(batch, self.output.out_features), new(batch, self.output.out_features)
+        self.narrow_grad = [new(layer.weight_ih.shape[1], gates * width) for layer in self.layers]  # see NARROW
         states = [list(h[1:].unbind(0)) for h in self.hs]
         self.recording.pre_activations = [s for layer in states for s in layer] + [self.logits]
         self.recording.pre_activation_grads = [g for d in self.dh for g in d.unbind(0)] + [self.dlogits]
@@ -455,9 +461,15 @@ class RecurrentEngine:
             # The input's part of every time step at once, where the recurrence adds W_hh h_{t-1} in place (addmm_ is
             # addmm(out=) without its copy of the addend): for the tanh-RNN into h_t itself, for the LSTM and the GRU
             # into their gates.
-            projected = self.hs[l][1:] if self.cell == "rnn" else self.gates[l]
-            bias = layer.bias_ih if self.cell == "gru" else layer.bias_ih + layer.bias_hh
-            torch.addmm(bias, flat, layer.weight_ih.t(), out=projected.view(steps * batch, -1))
+            projected = (self.hs[l][1:] if self.cell == "rnn" else self.gates[l]).view(steps * batch, -1)
+            if self.cell == "lstm" and lstm_step_forward is not None:
+                # The kernel adds the biases as it reads the gates: one pass fewer over the sequence's gates, which
+                # are out of cache by then.
+                torch.add(layer.bias_ih, layer.bias_hh, out=self.gate_bias[l])
+                torch.mm(flat, layer.weight_ih.t(), out=projected)
+            else:
+                bias = layer.bias_ih if self.cell == "gru" else layer.bias_ih + layer.bias_hh
+                torch.addmm(bias, flat, layer.weight_ih.t(), out=projected)
             self._forward_layer(l, layer, steps)
             sequence = self.hs[l][1:]
         torch.addmm(self.output.bias, sequence[-1], self.output.weight.t(), out=self.logits)
@@ -481,7 +493,13 @@ class RecurrentEngine:
             # The hidden side's gradient: the gates' own, but for the GRU, whose n gate sees r * (W_hn h + b_hn).
             flat_dhidden = self.dhidden[l].view(steps * batch, -1) if self.cell == "gru" else flat_dgates
             inputs_flat = (self.x if l == 0 else self.hs[l - 1][1:]).reshape(steps * batch, -1)
-            torch.mm(flat_dgates.t(), inputs_flat, out=layer.weight_ih.grad)
+            if inputs_flat.shape[1] < NARROW:
+                # dW = dgates^T x with x a few columns wide (the sequence's features): over steps x batch rows
+                # (3,200 in bench/recurrent_vs_torch.py), MKL took 4-8x longer than for the transposed x^T dgates.
+                torch.mm(inputs_flat.t(), flat_dgates, out=self.narrow_grad[l])
+                layer.weight_ih.grad.copy_(self.narrow_grad[l].t())
+            else:
+                torch.mm(flat_dgates.t(), inputs_flat, out=layer.weight_ih.grad)
             torch.mm(flat_dhidden.t(), self.hs[l][:-1].reshape(steps * batch, -1), out=layer.weight_hh.grad)
             torch.sum(flat_dgates, 0, out=layer.bias_ih.grad)
             if flat_dhidden is flat_dgates:
@@ -515,8 +533,8 @@ class RecurrentEngine:
             views.g, views.c, views.tc = steps(self.g[l]), steps(self.c[l]), steps(self.tc[l])
             # What the C kernels' forward and backward of time step t read and write, by address (all contiguous).
             views.forward_addresses = [
-                (views.a[t].data_ptr(), views.g[t].data_ptr(), views.c[t].data_ptr(), views.c[t + 1].data_ptr(),
-                 views.tc[t].data_ptr(), views.h[t + 1].data_ptr(), *views.dh[t].shape)
+                (views.a[t].data_ptr(), self.gate_bias[l].data_ptr(), views.g[t].data_ptr(), views.c[t].data_ptr(),
+                 views.c[t + 1].data_ptr(), views.tc[t].data_ptr(), views.h[t + 1].data_ptr(), *views.dh[t].shape)
                 for t in range(len(views.dh))
             ]  # fmt: skip
             views.backward_addresses = [

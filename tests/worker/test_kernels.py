@@ -276,3 +276,28 @@ def test_large_reductions_split_over_torchs_threads_agree_with_one_thread(two_to
     assert split_stats[0, 2] == serial_stats[0, 2]  # the dead share: a count
     alive = (a > 0).transpose(0, 1).reshape(shape[1], -1).any(1)
     assert split_stats[0, 2] == pytest.approx(1 - alive.double().mean().item())
+
+
+@pytest.mark.parametrize("batch", [64, 37])
+def test_lstm_time_steps_split_over_torchs_threads_give_what_one_thread_gives(two_torch_threads, batch):
+    """Each thread takes whole rows of the batch (37 rows: unequal shares), and a row's values are its own: the
+    split changes nothing, to the bit."""
+    from worker.engine import engine_for
+    from worker.models import build_model
+
+    spec = ExperimentSpec(arch="rnn", cell="lstm", depth=2, width=64, seq_len=6, dataset="adding", batch_size=batch)
+    generator = torch.Generator().manual_seed(8)
+    x, y = torch.randn(batch, 6, 2, generator=generator), torch.randn(batch, generator=generator)
+
+    def one_step():
+        torch.manual_seed(0)
+        model = build_model(spec)
+        engine = engine_for(model, spec.activation, torch.device("cpu"))
+        loss, _ = engine.step(x, y, engine.recording)
+        return [loss] + [p.grad.clone() for p in model.parameters()] + engine.recording.pre_activation_grads
+
+    assert stats.share_torch_threads(False) is False
+    serial = one_step()
+    assert stats.share_torch_threads()
+    for split, alone in zip(one_step(), serial, strict=True):
+        assert torch.equal(split, alone)
