@@ -795,6 +795,122 @@ static PyObject *lstm_backward(PyObject *Py_UNUSED(self), PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* A whole LSTM layer's recurrence in one call: the matrix product of every time step by the sgemm of the BLAS
+ * PyTorch links (MKL's, found by worker/stats.py: `use_blas`), then the step's elementwise kernel. The rows of a
+ * batch never meet in a recurrence (the weights are shared, and only read), so each thread of the team takes
+ * its rows through every time step on its own: no barrier between time steps, where the step-by-step calls
+ * from Python had two per step (the product's parallel region, then the kernel's). Inside the team's parallel
+ * region MKL runs each product on the calling thread. */
+typedef void (*Sgemm)(const char *transa, const char *transb, const int *m, const int *n, const int *k,
+                      const float *alpha, const float *a, const int *lda, const float *b, const int *ldb,
+                      const float *beta, float *c, const int *ldc);
+static Sgemm blas_sgemm;
+
+/* out (rows x 4*width, row-major) += h (rows x width) W^T, W the row-major 4*width x width weight_hh. In BLAS's
+ * column-major terms: out^T += W h^T, W read transposed from its column-major (width x 4*width) storage. */
+static void gates_from_h(const float *h, const float *w_hh, float *out, int rows, int width) {
+    int m = 4 * width, n = rows, k = width, lda = width, ldb = width, ldc = 4 * width;
+    float one = 1.0f;
+    blas_sgemm("T", "N", &m, &n, &k, &one, w_hh, &lda, h, &ldb, &one, out, &ldc);
+}
+
+/* dh (rows x width) += da (rows x 4*width) W: in column-major terms dh^T += W^T da^T, W^T being W's storage. */
+static void dh_from_da(const float *da, const float *w_hh, float *dh, int rows, int width) {
+    int m = width, n = rows, k = 4 * width, lda = width, ldb = 4 * width, ldc = width;
+    float one = 1.0f;
+    blas_sgemm("N", "N", &m, &n, &k, &one, w_hh, &lda, da, &ldb, &one, dh, &ldc);
+}
+
+typedef struct {
+    float *gates, *g, *c, *tanh_c, *h, *dh, *dc, *dgates;
+    const float *bias, *w_hh;
+    int64_t steps, batch, width;
+} LstmSequence;
+
+/* Rows [start, end) forward through every time step: gates hold the input's part (x W_ih^T) on entry. c and h
+ * are steps + 1 slices (c_{-1} = h_{-1} = 0 first), the others steps; each slice batch x width (gates 4*width). */
+static void lstm_sequence_forward_part(void *context, int p, int parts) {
+    LstmSequence *job = context;
+    int64_t start, end, b = job->batch, w = job->width;
+    share(b, 1, p, parts, &start, &end);
+    int rows = (int)(end - start);
+    for (int64_t t = 0; t < job->steps && rows > 0; t++) {
+        float *gates = job->gates + (t * b + start) * 4 * w;
+        const float *h_prev = job->h + (t * b + start) * w;
+        gates_from_h(h_prev, job->w_hh, gates, rows, (int)w);
+        lstm_step_forward(gates, job->bias, job->g + (t * b + start) * w, job->c + (t * b + start) * w,
+                          job->c + ((t + 1) * b + start) * w, job->tanh_c + (t * b + start) * w,
+                          job->h + ((t + 1) * b + start) * w, rows, w);
+    }
+}
+
+/* Rows [start, end) backward through every time step, last first: dh holds each step's direct gradient on entry
+ * and the total on return; dc (batch x width) is zeroed here. */
+static void lstm_sequence_backward_part(void *context, int p, int parts) {
+    LstmSequence *job = context;
+    int64_t start, end, b = job->batch, w = job->width;
+    share(b, 1, p, parts, &start, &end);
+    int rows = (int)(end - start);
+    if (rows <= 0) return;
+    float *dc = job->dc + start * w;
+    memset(dc, 0, sizeof(float) * rows * w);
+    for (int64_t t = job->steps - 1; t >= 0; t--) {
+        float *dgates = job->dgates + (t * b + start) * 4 * w;
+        lstm_step_backward(job->dh + (t * b + start) * w, job->tanh_c + (t * b + start) * w,
+                           job->gates + (t * b + start) * 4 * w, job->g + (t * b + start) * w,
+                           job->c + (t * b + start) * w, dc, dgates, rows, w);
+        if (t) dh_from_da(dgates, job->w_hh, job->dh + ((t - 1) * b + start) * w, rows, (int)w);
+    }
+}
+
+/* The checks both sequence kernels make of their sizes. */
+static int lstm_sequence_sizes(LstmSequence *job, long long steps, long long batch, long long width) {
+    if (!blas_sgemm) {
+        PyErr_SetString(PyExc_RuntimeError, "lstm_sequence: no BLAS (see use_blas)");
+        return 0;
+    }
+    if (steps < 0 || batch < 0 || width < 0 || batch > INT32_MAX || 4 * width > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "lstm_sequence: steps, batch and width must be >= 0 (and fit BLAS's int)");
+        return 0;
+    }
+    job->steps = steps, job->batch = batch, job->width = width;
+    return 1;
+}
+
+static PyObject *lstm_sequence_forward(PyObject *Py_UNUSED(self), PyObject *args) {
+    unsigned long long gates, bias, g, c, tanh_c, h, w_hh;
+    long long steps, batch, width;
+    if (!PyArg_ParseTuple(args, "KKKKKKKLLL", &gates, &bias, &g, &c, &tanh_c, &h, &w_hh, &steps, &batch, &width))
+        return NULL;
+    LstmSequence job = {.gates = (float *)(uintptr_t)gates, .bias = (const float *)(uintptr_t)bias,
+                        .g = (float *)(uintptr_t)g, .c = (float *)(uintptr_t)c, .tanh_c = (float *)(uintptr_t)tanh_c,
+                        .h = (float *)(uintptr_t)h, .w_hh = (const float *)(uintptr_t)w_hh};
+    if (!lstm_sequence_sizes(&job, steps, batch, width)) return NULL;
+    team_run(lstm_sequence_forward_part, &job, lstm_team_size(batch, width));
+    Py_RETURN_NONE;
+}
+
+static PyObject *lstm_sequence_backward(PyObject *Py_UNUSED(self), PyObject *args) {
+    unsigned long long gates, dh, g, c, tanh_c, dc, dgates, w_hh;
+    long long steps, batch, width;
+    if (!PyArg_ParseTuple(args, "KKKKKKKKLLL", &gates, &dh, &g, &c, &tanh_c, &dc, &dgates, &w_hh, &steps, &batch,
+                          &width))
+        return NULL;
+    LstmSequence job = {.gates = (float *)(uintptr_t)gates, .dh = (float *)(uintptr_t)dh, .g = (float *)(uintptr_t)g,
+                        .c = (float *)(uintptr_t)c, .tanh_c = (float *)(uintptr_t)tanh_c, .dc = (float *)(uintptr_t)dc,
+                        .dgates = (float *)(uintptr_t)dgates, .w_hh = (const float *)(uintptr_t)w_hh};
+    if (!lstm_sequence_sizes(&job, steps, batch, width)) return NULL;
+    team_run(lstm_sequence_backward_part, &job, lstm_team_size(batch, width));
+    Py_RETURN_NONE;
+}
+
+static PyObject *use_blas(PyObject *Py_UNUSED(self), PyObject *args) {
+    unsigned long long sgemm;
+    if (!PyArg_ParseTuple(args, "K", &sgemm)) return NULL;
+    blas_sgemm = (Sgemm)(uintptr_t)sgemm;
+    Py_RETURN_NONE;
+}
+
 static PyObject *accuracy(PyObject *Py_UNUSED(self), PyObject *args) {
     unsigned long long logits_address, targets_address;
     long long rows, classes;
@@ -847,6 +963,15 @@ static PyMethodDef methods[] = {
     {"use_threads", use_threads, METH_VARARGS,
      "use_threads(GOMP_parallel, omp_get_max_threads, omp_get_thread_num, omp_get_num_threads): addresses of the "
      "GNU OpenMP runtime PyTorch runs on, to split large reductions over its threads; four zeros: one thread."},
+    {"use_blas", use_blas, METH_VARARGS,
+     "use_blas(sgemm_): the address of the Fortran-interface sgemm of the BLAS PyTorch links (LP64), for the "
+     "lstm_sequence kernels; 0: none."},
+    {"lstm_sequence_forward", lstm_sequence_forward, METH_VARARGS,
+     "lstm_sequence_forward(gates, bias, g, c, tanh_c, h, weight_hh, steps, batch, width): an LSTM layer's "
+     "recurrence forward, every time step's product and elementwise step, by addresses (see worker.engine)."},
+    {"lstm_sequence_backward", lstm_sequence_backward, METH_VARARGS,
+     "lstm_sequence_backward(gates, dh, g, c, tanh_c, dc, dgates, weight_hh, steps, batch, width): an LSTM "
+     "layer's recurrence backward, by addresses (see worker.engine)."},
     {"lstm_forward", lstm_forward, METH_VARARGS,
      "lstm_forward(gates, bias, g, c_prev, c, tanh_c, h, batch, width): one time step of an LSTM layer's elementwise "
      "forward, by addresses (see worker.engine)."},

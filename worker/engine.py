@@ -39,12 +39,17 @@ from torch import Tensor
 from worker.activations import LEAKY_SLOPE, SELU_ALPHA, SELU_SCALE
 from worker.models import CNN, MLP, Recording
 from worker.recurrent import RNN, RecurrentLayer
-from worker.stats import run_program
+from worker.stats import blas_shared, run_program
 
-try:  # an LSTM time step's elementwise forward and backward in one call each (worker/_kernels.c)
-    from worker._kernels import lstm_backward as lstm_step_backward, lstm_forward as lstm_step_forward
+try:  # an LSTM time step's elementwise forward and backward in one call each, or a layer's whole recurrence in one
+    from worker._kernels import (
+        lstm_backward as lstm_step_backward,
+        lstm_forward as lstm_step_forward,
+        lstm_sequence_backward,
+        lstm_sequence_forward,
+    )
 except ImportError:  # built without a C compiler: the PyTorch calls
-    lstm_step_forward = lstm_step_backward = None
+    lstm_step_forward = lstm_step_backward = lstm_sequence_forward = lstm_sequence_backward = None
 
 aten = torch.ops.aten
 nn_ops = torch._C._nn
@@ -572,6 +577,13 @@ class RecurrentEngine:
                 torch.sub(h[t], v.n[t], out=h[t + 1])
                 h[t + 1].mul_(v.z[t]).add_(v.n[t])
             return
+        if lstm_step_forward is not None and blas_shared():  # the whole recurrence in one call
+            batch, width = v.dh[0].shape
+            lstm_sequence_forward(
+                self.gates[l].data_ptr(), self.gate_bias[l].data_ptr(), self.g[l].data_ptr(), self.c[l].data_ptr(),
+                self.tc[l].data_ptr(), self.hs[l].data_ptr(), layer.weight_hh.data_ptr(), steps, batch, width,
+            )  # fmt: skip
+            return
         if lstm_step_forward is not None:
             addresses = v.forward_addresses
             for t in range(steps):
@@ -620,6 +632,13 @@ class RecurrentEngine:
             self._backward_gru(v, w_hh, steps)
             return
         dc, work = self.dc, self.work
+        if lstm_step_backward is not None and blas_shared():
+            batch, width = dh[0].shape
+            lstm_sequence_backward(
+                self.gates[l].data_ptr(), self.dh[l].data_ptr(), self.g[l].data_ptr(), self.c[l].data_ptr(),
+                self.tc[l].data_ptr(), dc.data_ptr(), self.dgates[l].data_ptr(), w_hh.data_ptr(), steps, batch, width,
+            )  # fmt: skip
+            return
         dc.zero_()
         if lstm_step_backward is not None:
             addresses = v.backward_addresses

@@ -57,6 +57,41 @@ def share_torch_threads(on: bool = True) -> bool:
 share_torch_threads()
 
 
+def torch_sgemm() -> int | None:
+    """The address of `sgemm_` (BLAS's Fortran interface, 32-bit ints) in the MKL that PyTorch's CPU library
+    carries, or None where there is none (another BLAS, another platform)."""
+    if not torch.backends.mkl.is_available():
+        return None
+    try:
+        with open("/proc/self/maps") as maps:  # the library torch loaded (Linux)
+            path = next((line.split()[-1] for line in maps if "/libtorch_cpu" in line), None)
+        return None if path is None else ctypes.cast(ctypes.CDLL(path).sgemm_, ctypes.c_void_p).value
+    except (OSError, AttributeError):
+        return None
+
+
+_blas_shared = False
+
+
+def share_torch_blas(on: bool = True) -> bool:
+    """Let the C kernels' LSTM recurrence (worker/_kernels.c `lstm_sequence_*`) call PyTorch's own sgemm;
+    `on=False`: not (worker.engine then steps through time from Python). Returns whether they now can."""
+    global _blas_shared
+    address = torch_sgemm() if on and _kernels is not None else None
+    if _kernels is not None:
+        _kernels.use_blas(address or 0)
+    _blas_shared = address is not None
+    return _blas_shared
+
+
+def blas_shared() -> bool:
+    """Whether the C kernels can call PyTorch's sgemm (`share_torch_blas`)."""
+    return _blas_shared
+
+
+share_torch_blas()
+
+
 def host_kernels(device: torch.device) -> bool:
     """Whether the reductions on this device go through the C kernels."""
     return device.type == "cpu" and _kernels is not None

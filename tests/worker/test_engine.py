@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from shared.spec import ExperimentSpec
+from tests.worker.conftest import torch_threads
+from worker import stats
 from worker.activations import ACTIVATIONS
 from worker.engine import ConvEngine, MLPEngine, RecurrentEngine, engine_for
 from worker.models import Recording, build_model
@@ -238,29 +240,39 @@ def test_the_recurrent_engine_gives_autograds_gradients_at_every_time_step(cell,
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_the_lstms_c_time_steps_give_what_the_pytorch_calls_give(monkeypatch):
-    """The forward's sigmoid and tanh are the kernel's own (within 2e-7 of PyTorch's), the backward's arithmetic
-    PyTorch's formulas: the gradients agree to float32 rounding."""
+@pytest.mark.parametrize("batch", [8, 64])
+def test_the_lstms_c_recurrence_gives_what_the_pytorch_calls_give(monkeypatch, batch):
+    """Three ways through time: a layer's whole recurrence in one C call (PyTorch's sgemm and the step kernel; batch
+    64 splits its rows over two threads), a C call per time step, and PyTorch's calls. The forward's sigmoid and
+    tanh are the kernel's own (within 2e-7 of PyTorch's), the backward's arithmetic PyTorch's formulas: the
+    gradients agree to float32 rounding."""
     from worker import engine as engine_module
 
     assert engine_module.lstm_step_forward is not None and engine_module.lstm_step_backward is not None
-    spec = ExperimentSpec(arch="rnn", cell="lstm", depth=2, width=24, seq_len=7, dataset="copy_first", batch_size=8)
+    spec = ExperimentSpec(arch="rnn", cell="lstm", depth=2, width=32, seq_len=7, dataset="copy_first", batch_size=batch)
     inputs, outputs = spec.dims()
     generator = torch.Generator().manual_seed(7)
-    x, y = torch.randn(8, 7, inputs, generator=generator), torch.randint(outputs, (8,), generator=generator)
+    x, y = torch.randn(batch, 7, inputs, generator=generator), torch.randint(outputs, (batch,), generator=generator)
 
     def one_step():
+        torch.manual_seed(0)
         model = build_model(spec)
         engine = engine_for(model, spec.activation, CPU)
         engine.step(x, y, engine.recording)
-        return [p.grad.clone() for p in model.parameters()], [g.clone() for g in engine.recording.pre_activation_grads]
+        return [p.grad.clone() for p in model.parameters()] + [g.clone() for g in engine.recording.pre_activation_grads]
 
-    by_kernel = one_step()
-    monkeypatch.setattr(engine_module, "lstm_step_forward", None)
-    monkeypatch.setattr(engine_module, "lstm_step_backward", None)
-    by_torch = one_step()
-    for mine, theirs in zip(by_kernel[0] + by_kernel[1], by_torch[0] + by_torch[1], strict=True):
-        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-7)
+    with torch_threads(2):
+        assert stats.share_torch_blas()
+        by_sequence = one_step()
+        assert stats.share_torch_blas(False) is False
+        by_step = one_step()
+        stats.share_torch_blas()
+        monkeypatch.setattr(engine_module, "lstm_step_forward", None)
+        monkeypatch.setattr(engine_module, "lstm_step_backward", None)
+        by_torch = one_step()
+    for sequence, step, torch_calls in zip(by_sequence, by_step, by_torch, strict=True):
+        torch.testing.assert_close(sequence, torch_calls, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(step, torch_calls, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
