@@ -686,7 +686,8 @@ FAST static void lstm_step_forward(float *gates, const float *bias, float *g, co
         int64_t row = width * b;
 #pragma omp simd
         for (int64_t k = 0; k < width; k++) {
-            float ik = sigmoid_approx(i[k] + bi[k]), fk = sigmoid_approx(f[k] + bf[k]), ok = sigmoid_approx(o[k] + bo[k]);
+            float ik = sigmoid_approx(i[k] + bi[k]), fk = sigmoid_approx(f[k] + bf[k]);
+            float ok = sigmoid_approx(o[k] + bo[k]);
             float gk = tanh_approx(g_pre[k] + bg[k]);
             i[k] = ik;
             f[k] = fk;
@@ -741,18 +742,20 @@ static int lstm_team_size(int64_t batch, int64_t width) {
     return threads < 1 ? 1 : threads > TEAM_MAX ? TEAM_MAX : (int)threads;
 }
 
+/* What an LSTM kernel works on, by address: one time step's slices (lstm_forward, lstm_backward: c_prev and c),
+ * or a layer's whole sequence (lstm_sequence_*: c and h of steps + 1 slices, steps, the weight w_hh). */
 typedef struct {
-    float *gates, *g, *c, *tanh_c, *h, *dc, *dgates;
-    const float *bias, *c_prev, *dh;
-    int64_t batch, width;
+    float *gates, *g, *c, *tanh_c, *h, *dh, *dc, *dgates;
+    const float *bias, *c_prev, *w_hh;
+    int64_t steps, batch, width;
 } LstmJob;
 
 static void lstm_forward_part(void *context, int p, int parts) {
     LstmJob *job = context;
     int64_t start, end, w = job->width;
     share(job->batch, 1, p, parts, &start, &end);
-    lstm_step_forward(job->gates + 4 * w * start, job->bias, job->g + w * start, job->c_prev + w * start, job->c + w * start,
-                      job->tanh_c + w * start, job->h + w * start, end - start, w);
+    lstm_step_forward(job->gates + 4 * w * start, job->bias, job->g + w * start, job->c_prev + w * start,
+                      job->c + w * start, job->tanh_c + w * start, job->h + w * start, end - start, w);
 }
 
 static void lstm_backward_part(void *context, int p, int parts) {
@@ -772,9 +775,10 @@ static PyObject *lstm_forward(PyObject *Py_UNUSED(self), PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "lstm_forward: batch and width must be >= 0");
         return NULL;
     }
-    LstmJob job = {.gates = (float *)(uintptr_t)gates, .bias = (const float *)(uintptr_t)bias, .g = (float *)(uintptr_t)g, .c = (float *)(uintptr_t)c,
-                   .tanh_c = (float *)(uintptr_t)tanh_c, .h = (float *)(uintptr_t)h,
-                   .c_prev = (const float *)(uintptr_t)c_prev, .batch = batch, .width = width};
+    LstmJob job = {.gates = (float *)(uintptr_t)gates, .bias = (const float *)(uintptr_t)bias,
+                   .g = (float *)(uintptr_t)g, .c = (float *)(uintptr_t)c, .tanh_c = (float *)(uintptr_t)tanh_c,
+                   .h = (float *)(uintptr_t)h, .c_prev = (const float *)(uintptr_t)c_prev, .batch = batch,
+                   .width = width};
     team_run(lstm_forward_part, &job, lstm_team_size(batch, width));
     Py_RETURN_NONE;
 }
@@ -787,7 +791,7 @@ static PyObject *lstm_backward(PyObject *Py_UNUSED(self), PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "lstm_backward: batch and width must be >= 0");
         return NULL;
     }
-    LstmJob job = {.dh = (const float *)(uintptr_t)dh, .tanh_c = (float *)(uintptr_t)tc,
+    LstmJob job = {.dh = (float *)(uintptr_t)dh, .tanh_c = (float *)(uintptr_t)tc,
                    .gates = (float *)(uintptr_t)gates, .g = (float *)(uintptr_t)g,
                    .c_prev = (const float *)(uintptr_t)c_prev, .dc = (float *)(uintptr_t)dc,
                    .dgates = (float *)(uintptr_t)dgates, .batch = batch, .width = width};
@@ -821,16 +825,10 @@ static void dh_from_da(const float *da, const float *w_hh, float *dh, int rows, 
     blas_sgemm("N", "N", &m, &n, &k, &one, w_hh, &lda, da, &ldb, &one, dh, &ldc);
 }
 
-typedef struct {
-    float *gates, *g, *c, *tanh_c, *h, *dh, *dc, *dgates;
-    const float *bias, *w_hh;
-    int64_t steps, batch, width;
-} LstmSequence;
-
 /* Rows [start, end) forward through every time step: gates hold the input's part (x W_ih^T) on entry. c and h
  * are steps + 1 slices (c_{-1} = h_{-1} = 0 first), the others steps; each slice batch x width (gates 4*width). */
 static void lstm_sequence_forward_part(void *context, int p, int parts) {
-    LstmSequence *job = context;
+    LstmJob *job = context;
     int64_t start, end, b = job->batch, w = job->width;
     share(b, 1, p, parts, &start, &end);
     int rows = (int)(end - start);
@@ -847,7 +845,7 @@ static void lstm_sequence_forward_part(void *context, int p, int parts) {
 /* Rows [start, end) backward through every time step, last first: dh holds each step's direct gradient on entry
  * and the total on return; dc (batch x width) is zeroed here. */
 static void lstm_sequence_backward_part(void *context, int p, int parts) {
-    LstmSequence *job = context;
+    LstmJob *job = context;
     int64_t start, end, b = job->batch, w = job->width;
     share(b, 1, p, parts, &start, &end);
     int rows = (int)(end - start);
@@ -864,7 +862,7 @@ static void lstm_sequence_backward_part(void *context, int p, int parts) {
 }
 
 /* The checks both sequence kernels make of their sizes. */
-static int lstm_sequence_sizes(LstmSequence *job, long long steps, long long batch, long long width) {
+static int lstm_sequence_sizes(LstmJob *job, long long steps, long long batch, long long width) {
     if (!blas_sgemm) {
         PyErr_SetString(PyExc_RuntimeError, "lstm_sequence: no BLAS (see use_blas)");
         return 0;
@@ -882,7 +880,7 @@ static PyObject *lstm_sequence_forward(PyObject *Py_UNUSED(self), PyObject *args
     long long steps, batch, width;
     if (!PyArg_ParseTuple(args, "KKKKKKKLLL", &gates, &bias, &g, &c, &tanh_c, &h, &w_hh, &steps, &batch, &width))
         return NULL;
-    LstmSequence job = {.gates = (float *)(uintptr_t)gates, .bias = (const float *)(uintptr_t)bias,
+    LstmJob job = {.gates = (float *)(uintptr_t)gates, .bias = (const float *)(uintptr_t)bias,
                         .g = (float *)(uintptr_t)g, .c = (float *)(uintptr_t)c, .tanh_c = (float *)(uintptr_t)tanh_c,
                         .h = (float *)(uintptr_t)h, .w_hh = (const float *)(uintptr_t)w_hh};
     if (!lstm_sequence_sizes(&job, steps, batch, width)) return NULL;
@@ -896,7 +894,7 @@ static PyObject *lstm_sequence_backward(PyObject *Py_UNUSED(self), PyObject *arg
     if (!PyArg_ParseTuple(args, "KKKKKKKKLLL", &gates, &dh, &g, &c, &tanh_c, &dc, &dgates, &w_hh, &steps, &batch,
                           &width))
         return NULL;
-    LstmSequence job = {.gates = (float *)(uintptr_t)gates, .dh = (float *)(uintptr_t)dh, .g = (float *)(uintptr_t)g,
+    LstmJob job = {.gates = (float *)(uintptr_t)gates, .dh = (float *)(uintptr_t)dh, .g = (float *)(uintptr_t)g,
                         .c = (float *)(uintptr_t)c, .tanh_c = (float *)(uintptr_t)tanh_c, .dc = (float *)(uintptr_t)dc,
                         .dgates = (float *)(uintptr_t)dgates, .w_hh = (const float *)(uintptr_t)w_hh};
     if (!lstm_sequence_sizes(&job, steps, batch, width)) return NULL;

@@ -446,7 +446,11 @@ class RecurrentEngine:
             self.dhidden = [new(steps, batch, gates * width) for _ in self.layers]
             self.work, self.work2 = new(batch, width), new(batch, width)
         self.logits, self.dlogits = new(batch, self.output.out_features), new(batch, self.output.out_features)
-        self.narrow_grad = [new(layer.weight_ih.shape[1], gates * width) for layer in self.layers]  # see NARROW
+        # Where a layer's inputs are narrow, the transposed weight gradient (see NARROW).
+        self.narrow_grad = [
+            new(layer.weight_ih.shape[1], gates * width) if layer.weight_ih.shape[1] < NARROW else None
+            for layer in self.layers
+        ]
         states = [list(h[1:].unbind(0)) for h in self.hs]
         self.recording.pre_activations = [s for layer in states for s in layer] + [self.logits]
         self.recording.pre_activation_grads = [g for d in self.dh for g in d.unbind(0)] + [self.dlogits]
