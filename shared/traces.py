@@ -63,6 +63,9 @@ def time_steps(spec: dict) -> int:
 
 # In an encoded metric's header: this byte plane is deflated (else it is stored as it is).
 DEFLATED = 1 << 31
+# Fewer values than this are stored as they are: a header and deflate's own bytes leave them little to save, and
+# trying costs 15-20 us a metric, a tenth of a tiny experiment's finish (bench/dispatch.py).
+ENCODE_MIN_VALUES = 64
 
 
 def encode(name: str, raw: bytes) -> bytes | None:
@@ -73,10 +76,11 @@ def encode(name: str, raw: bytes) -> bytes | None:
     together they deflate to almost nothing, while the low bytes of the mantissa are close to noise
     and stay as they are (deflating them would only cost time to read back). A real trace takes
     1.1-2.9 bytes a value, not 4 (bench/redis_bytes.py). Layout: one uint32 per byte position, the
-    length of its group (with DEFLATED where deflated), then the groups.
+    length of its group (with DEFLATED where deflated), then the groups. None below
+    ENCODE_MIN_VALUES values.
     """
     size = DTYPES[name].itemsize
-    if len(raw) % size:
+    if len(raw) % size or len(raw) < ENCODE_MIN_VALUES * size:
         return None
     header, groups = [], []
     for plane in np.frombuffer(raw, np.uint8).reshape(-1, size).T:

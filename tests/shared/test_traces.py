@@ -5,7 +5,7 @@ import struct
 import numpy as np
 import pytest
 
-from shared.traces import DEFLATED, DTYPES, decode, encode
+from shared.traces import DEFLATED, DTYPES, ENCODE_MIN_VALUES, decode, encode
 
 
 def planes_deflated(name: str, blob: bytes) -> list[bool]:
@@ -46,6 +46,8 @@ def test_every_dtype_and_odd_value_comes_back_exactly(name, values):
 
 def test_what_encoding_cannot_shrink_is_left_to_be_stored_as_it_is():
     assert encode("loss", np.float32(1.5).tobytes()) is None  # the header alone is longer
+    few = np.zeros(ENCODE_MIN_VALUES, "<f4")
+    assert encode("loss", few[1:].tobytes()) is None and encode("loss", few.tobytes()) is not None  # not worth trying
     assert encode("loss", b"\x00" * 4001) is None  # not whole values: not a trace
     noise = np.random.default_rng(1).integers(0, 2**32, 4096, dtype=np.uint32).tobytes()
     assert encode("grad_norm", noise) is None
