@@ -65,7 +65,7 @@ def time_steps(spec: dict) -> int:
 DEFLATED = 1 << 31
 # Fewer values than this are stored as they are: a header and deflate's own bytes leave them little to save, and
 # trying costs 15-20 us a metric, a tenth of a tiny experiment's finish (bench/dispatch.py).
-ENCODE_MIN_VALUES = 64
+ENCODE_MIN_VALUES = 32
 
 
 def encode(name: str, raw: bytes) -> bytes | None:
