@@ -151,10 +151,11 @@ static void team_body(void *arg) {
     job->part(job->context, part, parts);
 }
 
-/* How many threads a reduction of `values` values gets: 1 without a team or when it is small. */
-static int team_size(int64_t values) {
+/* How many threads a job of `values` values gets, each at least `per_thread` of them: 1 without a team or when
+ * it is small. */
+static int team_size(int64_t values, int64_t per_thread) {
     if (!team_parallel) return 1;
-    int64_t threads = team_max_threads(), most = values / TEAM_MIN_VALUES;
+    int64_t threads = team_max_threads(), most = values / per_thread;
     if (threads > most) threads = most;
     return threads < 1 ? 1 : threads > TEAM_MAX ? TEAM_MAX : (int)threads;
 }
@@ -193,7 +194,7 @@ static void squares_part(void *context, int p, int parts) {
 
 /* sum_squares, split over the team when large. */
 static double sum_squares_shared(const float *x, int64_t n) {
-    int threads = team_size(n);
+    int threads = team_size(n, TEAM_MIN_VALUES);
     if (threads <= 1) return sum_squares(x, n);
     SquaresJob job = {x, n, {0}};
     int parts = team_run(squares_part, &job, threads);
@@ -410,7 +411,7 @@ static void block_part(void *context, int p, int parts) {
 
 static void block_stats(const float *x, const float *sat, const BlockShape *shape, double *out) {
     int64_t outer = shape->outer, units = shape->units, inner = shape->inner, n = outer * units * inner;
-    int threads = team_size(n);
+    int threads = team_size(n, TEAM_MIN_VALUES);
     if (threads > outer) threads = (int)outer;
     /* Split, each part marks its live units in a scratch of its own (on failure to get one: not split). */
     int32_t *scratch = threads > 1 ? malloc(sizeof(int32_t) * units * threads) : NULL;
@@ -734,12 +735,10 @@ FAST static void lstm_step_backward(const float *dh, const float *tc, const floa
  * 16 times a reduced one, and 64 x 64 values took 17 us (forward) on one core against a few for the split. */
 #define LSTM_MIN_VALUES 1024
 
+/* The team for an LSTM step of batch x width values: whole rows each. */
 static int lstm_team_size(int64_t batch, int64_t width) {
-    if (!team_parallel) return 1;
-    int64_t threads = team_max_threads(), most = batch * width / LSTM_MIN_VALUES;
-    if (threads > most) threads = most;
-    if (threads > batch) threads = batch;
-    return threads < 1 ? 1 : threads > TEAM_MAX ? TEAM_MAX : (int)threads;
+    int threads = team_size(batch * width, LSTM_MIN_VALUES);
+    return threads > batch && batch > 0 ? (int)batch : threads;
 }
 
 /* What an LSTM kernel works on, by address: one time step's slices (lstm_forward, lstm_backward: c_prev and c),

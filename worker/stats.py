@@ -28,21 +28,27 @@ except ImportError:  # built without a C compiler: see pyproject.toml
     _kernels = None
 
 
+def loaded_functions(library: str, names: tuple[str, ...]) -> tuple[int, ...] | None:
+    """The addresses of the functions `names` in the library this process has loaded whose path holds
+    `library` (found through /proc/self/maps, Linux), or None where it has none or they are not there."""
+    try:
+        with open("/proc/self/maps") as maps:
+            path = next((line.split()[-1] for line in maps if library in line), None)
+        if path is None:
+            return None
+        loaded = ctypes.CDLL(path)  # the library already loaded: the same handle, the same state
+        return tuple(ctypes.cast(getattr(loaded, name), ctypes.c_void_p).value for name in names)
+    except (OSError, AttributeError):
+        return None
+
+
 def openmp_entry_points() -> tuple[int, int, int, int] | None:
     """The addresses of GOMP_parallel, omp_get_max_threads, omp_get_thread_num and omp_get_num_threads in the
     GNU OpenMP runtime PyTorch runs its CPU kernels on, or None where it runs on another (or none)."""
     if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
         return None
-    try:
-        with open("/proc/self/maps") as maps:  # where the runtime torch loaded lies (Linux)
-            path = next((line.split()[-1] for line in maps if "/libgomp" in line), None)
-        if path is None:
-            return None
-        runtime = ctypes.CDLL(path)  # the library already loaded: the same handle, the same threads
-        names = ("GOMP_parallel", "omp_get_max_threads", "omp_get_thread_num", "omp_get_num_threads")
-        return tuple(ctypes.cast(getattr(runtime, name), ctypes.c_void_p).value for name in names)
-    except (OSError, AttributeError):
-        return None
+    names = ("GOMP_parallel", "omp_get_max_threads", "omp_get_thread_num", "omp_get_num_threads")
+    return loaded_functions("/libgomp", names)
 
 
 def share_torch_threads(on: bool = True) -> bool:
@@ -62,12 +68,8 @@ def torch_sgemm() -> int | None:
     carries, or None where there is none (another BLAS, another platform)."""
     if not torch.backends.mkl.is_available():
         return None
-    try:
-        with open("/proc/self/maps") as maps:  # the library torch loaded (Linux)
-            path = next((line.split()[-1] for line in maps if "/libtorch_cpu" in line), None)
-        return None if path is None else ctypes.cast(ctypes.CDLL(path).sgemm_, ctypes.c_void_p).value
-    except (OSError, AttributeError):
-        return None
+    found = loaded_functions("/libtorch_cpu", ("sgemm_",))
+    return None if found is None else found[0]
 
 
 _blas_shared = False
